@@ -1,0 +1,55 @@
+# Two commands do all the set-up: `make serve` and `make test` (see README).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTEST_MARKERS ?= not slow and not neo4j and not gpu and not postgres
+
+.PHONY: help setup models demo serve test test-slow lint format lock clean
+
+help:
+	@echo "make serve  - install, provision models, build demo graphs, start the API on 127.0.0.1:8000"
+	@echo "make test   - the same set-up, then the test suite"
+	@echo "make lint   - ruff + mypy"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the dependency declarations change.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+models: setup
+	$(BIN)/kgnlp models pull
+
+demo: models
+	$(BIN)/kgnlp kg build-demo retail
+	$(BIN)/kgnlp kg build-demo finance
+
+serve: demo
+	$(BIN)/kgnlp serve
+
+test: demo
+	$(BIN)/python -m pytest -m "$(PYTEST_MARKERS)"
+
+test-slow: demo
+	$(BIN)/python -m pytest -m slow
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy kgnlp kg models retrieval apps
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lock: setup
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^kgnlp' | sed 's/+cpu$$//' > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

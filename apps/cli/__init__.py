@@ -1,0 +1,66 @@
+"""The ``kgnlp`` command line: one typer sub-app per package, plus ``serve``."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from apps.cli.models import app as models_app
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="kgnlp",
+    help="Knowledge-graph-augmented NLP service: models, graphs, indexes and the API.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models_app, name="models")
+
+try:
+    from apps.cli.kg import app as kg_app
+except ImportError:  # pragma: no cover
+    kg_app = None
+if kg_app is not None:
+    app.add_typer(kg_app, name="kg")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="bind address (default KGNLP_SERVER__HOST or 127.0.0.1)"),
+    port: int = typer.Option(None, help="port (default KGNLP_SERVER__PORT or 8000)"),
+    workers: int = typer.Option(None, help="worker processes (default KGNLP_SERVER__WORKERS or 1)"),
+    log_level: str = typer.Option("info", help="uvicorn log level"),
+) -> None:
+    """Start the API server (models load before the first request is accepted)."""
+    import uvicorn
+
+    from apps.settings import load_settings
+
+    # Workers re-read settings from the environment, so pass the CLI values through it.
+    for key, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
+        if value is not None:
+            os.environ[f"KGNLP_SERVER__{key}"] = str(value)
+    settings = load_settings()
+    uvicorn.run(
+        "apps.main:app_factory",
+        factory=True,
+        host=settings.server.host,
+        port=settings.server.port,
+        workers=settings.server.workers,
+        log_level=log_level,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def main() -> None:
+    """Console-script entry point: kgnlp errors become one red line and exit code 1."""
+    from kgnlp.errors import KgnlpError
+
+    try:
+        app()
+    except KgnlpError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(1)

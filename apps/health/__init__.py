@@ -1,0 +1,3 @@
+from apps.health.router import router
+
+__all__ = ["router"]

@@ -1,0 +1,82 @@
+"""The FastAPI application factory and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from apps.errors import install_error_handlers
+from apps.middleware import BodySizeLimit, RequestId
+from apps.services import Services, build_services
+from apps.settings import Settings, load_settings
+from kgnlp import __version__
+
+__all__ = ["app_factory", "create_app"]
+
+log = logging.getLogger("kgnlp.api")
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """Build the service.
+
+    Args:
+        settings: configuration; read from the environment when omitted.
+        services: pre-built services (tests); otherwise loaded in the lifespan.
+
+    Returns:
+        the FastAPI app; models load when its lifespan starts.
+    """
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import anyio
+
+        owned = services is None
+        app.state.services = services or await anyio.to_thread.run_sync(build_services, settings)
+        log.info("kgnlp ready: %s", {k: c.status for k, c in app.state.services.components.items()})
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.services.close()
+
+    app = FastAPI(
+        title="kgnlp",
+        version=__version__,
+        description="Knowledge-graph-augmented NLP: customer-service chat, financial sentiment, recommendation.",
+        lifespan=lifespan,
+    )
+    if services is not None:
+        app.state.services = services
+    install_error_handlers(app)
+
+    from apps.health import router as health_router
+
+    app.include_router(health_router)
+    for router in _optional_routers():
+        app.include_router(router)
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(RequestId)  # outermost: every response, 413s included, carries the id
+    return app
+
+
+def _optional_routers() -> list[object]:
+    """Routers of the packages present in this build."""
+    routers = []
+    try:
+        from apps.graph.router import router as graph_router
+    except ImportError:  # pragma: no cover - the graph package is part of every release
+        pass
+    else:
+        routers.append(graph_router)
+    return routers
+
+
+def app_factory() -> FastAPI:
+    """Entry point for ``uvicorn --factory`` (and every worker of ``kgnlp serve --workers N``)."""
+    return create_app(load_settings())

@@ -1,0 +1,90 @@
+"""The service skeleton over real HTTP: health, model list, error bodies, request ids, size caps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from apps.main import create_app
+from apps.services import build_services
+from apps.settings import load_settings
+
+
+@pytest.fixture(scope="module")
+def server(model_home: Path) -> Iterator[str]:
+    from tests.conftest import LiveServer
+
+    settings = load_settings(home=model_home, server={"max_body_bytes": 64_000})
+    with LiveServer(create_app(settings)) as live:  # the lifespan loads the real default models
+        yield live.url
+
+
+def test_live_and_ready_report_loaded_models(server: str) -> None:
+    assert httpx.get(f"{server}/health/live").json() == {"status": "alive"}
+    ready = httpx.get(f"{server}/health/ready")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready"
+    assert body["components"]["generator"]["model"] == "smollm2-135m-instruct"
+    assert body["components"]["generator"]["quantization"] == "none"
+    assert body["components"]["embedder"]["dimension"] == 384
+
+
+def test_models_list_is_openai_shaped(server: str) -> None:
+    body = httpx.get(f"{server}/v1/models").json()
+    assert body["object"] == "list"
+    assert [m["id"] for m in body["data"]] == ["smollm2-135m-instruct"]
+    assert all(m["object"] == "model" for m in body["data"])
+
+
+def test_unknown_route_gives_json_404_with_request_id(server: str) -> None:
+    r = httpx.get(f"{server}/nope", headers={"X-Request-ID": "abc-123"})
+    assert r.status_code == 404
+    assert r.headers["x-request-id"] == "abc-123"
+    assert r.json() == {
+        "error": {"message": "Not Found", "type": "not_found", "param": None, "code": 404},
+        "request_id": "abc-123",
+    }
+
+
+def test_generated_request_id_when_client_sends_none_or_garbage(server: str) -> None:
+    a = httpx.get(f"{server}/health/live").headers["x-request-id"]
+    b = httpx.get(f"{server}/health/live", headers={"X-Request-ID": "bad id\twith spaces"}).headers["x-request-id"]
+    assert len(a) == 32 and len(b) == 32 and a != b
+
+
+def test_wrong_method_is_json_405(server: str) -> None:
+    r = httpx.post(f"{server}/health/live")
+    assert r.status_code == 405 and r.json()["error"]["type"] == "method_not_allowed"
+
+
+def test_oversized_body_is_413_before_reading_it_all(server: str) -> None:
+    r = httpx.post(f"{server}/health/live", content=b"x" * 100_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert "exceeds 64000 bytes" in r.json()["error"]["message"]
+
+
+def test_openapi_and_docs_are_served(server: str) -> None:
+    spec = httpx.get(f"{server}/openapi.json").json()
+    assert "/health/ready" in spec["paths"] and "/v1/models" in spec["paths"]
+    assert httpx.get(f"{server}/docs").status_code == 200
+
+
+def test_not_ready_is_503(model_home: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from apps.services import Component, Services
+
+    settings = load_settings(home=model_home)
+    services = Services(settings=settings, components={"generator": Component("generator", "failed", {"error": "x"})})
+    with TestClient(create_app(settings, services=services)) as client:
+        r = client.get("/health/ready")
+    assert r.status_code == 503 and r.json()["status"] == "not_ready"
+
+
+def test_build_services_can_skip_models(tmp_path: Path) -> None:
+    services = build_services(load_settings(home=tmp_path, models={"load_generator": False, "load_embedder": False}))
+    assert services.generator is None and services.ready

@@ -1,0 +1,48 @@
+"""The local generator on the real SmolLM2 weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from models.generation import ChatMessage, GenerationParams, LocalGenerator
+
+QUESTION = [ChatMessage("user", "What is the capital of France?")]
+
+
+def test_greedy_answer_is_correct(local_generator: LocalGenerator) -> None:
+    result = local_generator.generate(QUESTION, GenerationParams(max_tokens=16))
+    assert "Paris" in result.text
+    assert result.prompt_tokens > 5 and 0 < result.completion_tokens <= 16
+
+
+def test_stream_concatenation_equals_generate(local_generator: LocalGenerator) -> None:
+    params = GenerationParams(max_tokens=24)
+    deltas = list(local_generator.stream(QUESTION, params))
+    assert len(deltas) > 1
+    assert "".join(deltas) == local_generator.generate(QUESTION, params).text
+
+
+def test_stop_sequence_cuts_output_in_both_modes(local_generator: LocalGenerator) -> None:
+    full = local_generator.generate(QUESTION, GenerationParams(max_tokens=16)).text
+    assert " is " in full
+    params = GenerationParams(max_tokens=16, stop=(" is ",))
+    cut = local_generator.generate(QUESTION, params)
+    assert cut.text == full[: full.index(" is ")] and cut.finish_reason == "stop"
+    assert "".join(local_generator.stream(QUESTION, params)) == cut.text
+
+
+def test_closing_a_stream_early_releases_the_model(local_generator: LocalGenerator) -> None:
+    stream = local_generator.stream(QUESTION, GenerationParams(max_tokens=200))
+    next(stream)
+    stream.close()
+    assert "Paris" in local_generator.generate(QUESTION, GenerationParams(max_tokens=16)).text
+
+
+def test_seeded_sampling_is_reproducible(local_generator: LocalGenerator) -> None:
+    params = GenerationParams(max_tokens=12, temperature=0.9, seed=7)
+    assert local_generator.generate(QUESTION, params).text == local_generator.generate(QUESTION, params).text
+
+
+def test_int8_dynamic_quantized_model_loads_and_answers(generator_path: Path) -> None:
+    gen = LocalGenerator.from_path(generator_path, name="q", quantization="int8-dynamic")
+    assert "Paris" in gen.generate(QUESTION, GenerationParams(max_tokens=16)).text
