@@ -42,7 +42,9 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
           422: "invalid_request_error", 429: "rate_limit_exceeded", 503: "overloaded"}  # fmt: skip
 
 
-def error_body(request: Request, status: int, message: str, param: str | None = None, type_: str | None = None) -> dict[str, Any]:
+def error_body(
+    request: Request, status: int, message: str, param: str | None = None, type_: str | None = None
+) -> dict[str, Any]:
     return {
         "error": {
             "message": message,

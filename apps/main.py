@@ -54,27 +54,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.state.services = services
     install_error_handlers(app)
 
+    from apps.graph.router import router as graph_router
     from apps.health import router as health_router
 
     app.include_router(health_router)
-    for router in _optional_routers():
-        app.include_router(router)
+    app.include_router(graph_router)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(RequestId)  # outermost: every response, 413s included, carries the id
     return app
-
-
-def _optional_routers() -> list[object]:
-    """Routers of the packages present in this build."""
-    routers = []
-    try:
-        from apps.graph.router import router as graph_router
-    except ImportError:  # pragma: no cover - the graph package is part of every release
-        pass
-    else:
-        routers.append(graph_router)
-    return routers
 
 
 def app_factory() -> FastAPI:

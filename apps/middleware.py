@@ -54,15 +54,13 @@ class BodySizeLimit:
             await self._reject(scope, send)
             return
         seen = 0
-        too_big = False
 
         async def limited_receive() -> Message:
-            nonlocal seen, too_big
+            nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    too_big = True
                     raise _TooLarge
             return message
 
@@ -84,8 +82,8 @@ class BodySizeLimit:
                 "request_id": request_id,
             }
         ).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 

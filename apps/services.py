@@ -9,7 +9,7 @@ from typing import Any
 
 from apps.settings import Settings
 
-__all__ = ["Component", "Services", "build_services"]
+__all__ = ["Component", "Services", "build_services", "open_graph_registry"]
 
 log = logging.getLogger("kgnlp.services")
 
@@ -83,7 +83,36 @@ def build_services(settings: Settings) -> Services:
             {"model": _public_name(settings.models.embedder), "path": str(path),
              "dimension": services.embedder.get_embedding_dimension(), "load_s": round(time.perf_counter() - t0, 2)},
         )  # fmt: skip
+    services.graphs = open_graph_registry(settings, services.embedder)
+    services.components["graphs"] = Component(
+        "graphs",
+        "ready",
+        {"backend": settings.graph.backend, "default": settings.graph.default, "available": services.graphs.names()},
+    )
     return services
+
+
+def open_graph_registry(settings: Settings, embedder: Any = None) -> Any:
+    """The graph registry the API serves from (graphs open lazily on first use)."""
+    from kg.registry import GraphRegistry
+
+    neo4j = {
+        "uri": settings.graph.neo4j_uri,
+        "user": settings.graph.neo4j_user,
+        "password": settings.graph.neo4j_password,
+        "database": settings.graph.neo4j_database,
+    }
+    linker_options = {}
+    if embedder is not None:
+        linker_options["embedder"] = lambda texts: embedder.encode(texts, normalize_embeddings=True)
+    read_only = settings.graph.read_only if settings.graph.read_only is not None else settings.server.workers > 1
+    return GraphRegistry(
+        settings.graphs_dir,
+        backend=settings.graph.backend,
+        read_only=read_only,
+        neo4j={k: v for k, v in neo4j.items() if v is not None} if settings.graph.backend == "neo4j" else None,
+        linker_options=linker_options,
+    )
 
 
 def _public_name(name_or_path: str) -> str:

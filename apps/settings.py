@@ -58,6 +58,9 @@ class GraphSettings(BaseModel):
     neo4j_user: str = "neo4j"
     neo4j_password: SecretStr = SecretStr("")
     neo4j_database: str | None = None
+    read_only: bool | None = Field(
+        None, description="open embedded graphs read-only; default: only when serving with several workers"
+    )
 
 
 class Settings(BaseSettings):

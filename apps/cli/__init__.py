@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from apps.cli.kg import app as kg_app
 from apps.cli.models import app as models_app
 
 __all__ = ["app", "main"]
@@ -18,13 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models_app, name="models")
-
-try:
-    from apps.cli.kg import app as kg_app
-except ImportError:  # pragma: no cover
-    kg_app = None
-if kg_app is not None:
-    app.add_typer(kg_app, name="kg")
+app.add_typer(kg_app, name="kg")
 
 
 @app.command()

@@ -42,9 +42,7 @@ def ready(services: ServicesDep) -> JSONResponse:
     """Whether every configured component is loaded, and what each one is."""
     body: dict[str, Any] = {
         "status": "ready" if services.ready else "not_ready",
-        "components": {
-            name: {"status": c.status, **c.detail} for name, c in sorted(services.components.items())
-        },
+        "components": {name: {"status": c.status, **c.detail} for name, c in sorted(services.components.items())},
     }
     return JSONResponse(body, status_code=200 if services.ready else 503)
 

@@ -14,10 +14,15 @@ from apps.settings import load_settings
 
 
 @pytest.fixture(scope="module")
-def server(model_home: Path) -> Iterator[str]:
+def server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from kg.demo import build_demo
+    from kg.registry import GraphRegistry
     from tests.conftest import LiveServer
 
-    settings = load_settings(home=model_home, server={"max_body_bytes": 64_000})
+    graphs = tmp_path_factory.mktemp("graphs")
+    with GraphRegistry(graphs) as registry:
+        build_demo("finance", registry.get("finance", create=True))
+    settings = load_settings(home=model_home, server={"max_body_bytes": 64_000}, graph={"path": graphs})
     with LiveServer(create_app(settings)) as live:  # the lifespan loads the real default models
         yield live.url
 
@@ -31,6 +36,20 @@ def test_live_and_ready_report_loaded_models(server: str) -> None:
     assert body["components"]["generator"]["model"] == "smollm2-135m-instruct"
     assert body["components"]["generator"]["quantization"] == "none"
     assert body["components"]["embedder"]["dimension"] == 384
+
+
+def test_graph_routes_answer_from_the_demo_graph(server: str) -> None:
+    ready = httpx.get(f"{server}/health/ready").json()
+    assert ready["components"]["graphs"]["available"] == ["finance"]
+    mentions = httpx.post(
+        f"{server}/kg/link", params={"graph": "finance"}, json={"text": "Is $NVDA doing better than AMD?"}
+    )
+    assert mentions.status_code == 200, mentions.text
+    assert {"company:NVDA", "company:AMD"} <= {m["entity_id"] for m in mentions.json()["mentions"]}
+    entity = httpx.get(f"{server}/kg/entities/company:AMD", params={"graph": "finance"})
+    assert entity.status_code == 200 and entity.json()["name"] == "Advanced Micro Devices"
+    missing = httpx.get(f"{server}/kg/entities/company:NOPE", params={"graph": "finance"})
+    assert missing.status_code == 404 and "company:NOPE" in missing.json()["error"]["message"]
 
 
 def test_models_list_is_openai_shaped(server: str) -> None:

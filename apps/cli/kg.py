@@ -1,0 +1,165 @@
+"""``kgnlp kg``: ingest files, build demo graphs, inspect and query graphs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kgnlp.errors import KgnlpError
+from kgnlp.files import default_home
+
+app = typer.Typer(help="Knowledge graph: ingest, demo graphs, queries.", no_args_is_help=True)
+
+Home = Annotated[
+    Path | None,
+    typer.Option("--home", envvar="KGNLP_HOME", help="kgnlp home; graphs live in HOME/graphs/NAME"),
+]
+Graph = Annotated[str, typer.Option("--graph", "-g", help="graph name")]
+
+
+def _root(home: Path | None) -> Path:
+    return (home.expanduser() if home else default_home()) / "graphs"
+
+
+def _fail(e: Exception) -> typer.Exit:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="file or directory to ingest")],
+    format: Annotated[str, typer.Option("--format", "-f", help="csv|tsv|jsonl|triples")] = "csv",
+    graph: Graph = "default",
+    home: Home = None,
+    create_missing: Annotated[bool, typer.Option(help="create bare entities for unknown relation endpoints")] = True,
+    source: Annotated[str, typer.Option(help="provenance recorded on plain triples")] = "",
+) -> None:
+    """Validate and load PATH into a graph as one all-or-nothing batch."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from kg.ingest import ingest_path
+    from kg.registry import GraphRegistry
+
+    try:
+        with (
+            GraphRegistry(_root(home)) as reg,
+            Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=True) as bar,
+        ):
+            store = reg.get(graph, create=True)
+            task = bar.add_task("reading", total=None)
+
+            def progress(stage: str, done: int, total: int) -> None:
+                bar.update(task, description=stage, completed=done, total=total or None)
+
+            rep = ingest_path(
+                store,
+                path,
+                format,
+                create_missing=create_missing,  # type: ignore[arg-type]
+                source=source,
+                progress=progress,
+            )
+    except KgnlpError as e:
+        raise _fail(e) from e
+    r = rep.result
+    typer.echo(
+        f"ingested {rep.rows} rows from {len(rep.files)} file(s) into {graph!r} in "
+        f"{rep.seconds:.2f} s ({rep.triples_per_s:,.0f} relations/s): "
+        f"+{r.entities_added} entities, ~{r.entities_updated} updated, "
+        f"+{r.relations_added} relations, ~{r.relations_updated} updated"
+    )
+
+
+@app.command("build-demo")
+def build_demo_cmd(
+    name: Annotated[str, typer.Argument(help="retail | finance | music")],
+    source: Annotated[
+        Path | None, typer.Option(help="source folder (music: the shared data root, e.g. ../shared/data)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="rebuild from scratch even if built")] = False,
+    home: Home = None,
+) -> None:
+    """Build a demo graph (skipped when already built, unless --force)."""
+    from kg.demo import DEMO_GRAPHS, build_demo
+    from kg.registry import GraphRegistry
+
+    if name not in DEMO_GRAPHS:
+        raise _fail(ValueError(f"demo graph must be one of {sorted(DEMO_GRAPHS)}, got {name!r}"))
+    root = _root(home)
+    try:
+        with GraphRegistry(root) as reg:
+            if reg.exists(name) and not force and reg.get(name).stats().entities > 0:
+                typer.echo(f"graph {name!r} already built at {reg.path(name)} (use --force)")
+                return
+            if force:
+                shutil.rmtree(reg.path(name), ignore_errors=True)
+            info = build_demo(name, reg.get(name, create=True), source)
+    except KgnlpError as e:
+        raise _fail(e) from e
+    typer.echo(json.dumps(info))
+
+
+@app.command()
+def stats(graph: Graph = "default", home: Home = None) -> None:
+    """Print entity and relation counts by type."""
+    from kg.registry import GraphRegistry
+
+    try:
+        with GraphRegistry(_root(home), read_only=True) as reg:
+            st = reg.get(graph).stats()
+    except KgnlpError as e:
+        raise _fail(e) from e
+    typer.echo(
+        json.dumps(
+            {
+                "graph": graph,
+                "entities": st.entities,
+                "relations": st.relations,
+                "entity_types": st.entity_types,
+                "relation_types": st.relation_types,
+            },
+            indent=2,
+        )
+    )
+
+
+@app.command()
+def search(
+    q: Annotated[str, typer.Argument(help="name or alias")],
+    graph: Graph = "default",
+    home: Home = None,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
+) -> None:
+    """Search entities by name or alias."""
+    from kg.registry import GraphRegistry
+
+    try:
+        with GraphRegistry(_root(home), read_only=True) as reg:
+            hits = reg.get(graph).find(q, mode="contains", limit=limit)
+    except KgnlpError as e:
+        raise _fail(e) from e
+    for e in hits:
+        typer.echo(f"{e.id}\t{e.type}\t{e.display_name()}")
+
+
+@app.command()
+def link(
+    text: Annotated[str, typer.Argument(help="text to link")],
+    graph: Graph = "default",
+    home: Home = None,
+) -> None:
+    """Find mentions of the graph's entities in TEXT."""
+    from kg.registry import GraphRegistry
+
+    try:
+        with GraphRegistry(_root(home), read_only=True) as reg:
+            mentions = reg.linker(graph).link(text)
+    except KgnlpError as e:
+        raise _fail(e) from e
+    for m in mentions:
+        typer.echo(f"{m.start}-{m.end}\t{m.surface}\t{m.entity_id}\t{m.name}\t{m.score:.2f}\t{m.method}")

@@ -1,0 +1,153 @@
+"""Named graphs opened lazily, with one cached entity linker per graph.
+
+The API keeps one ``GraphRegistry`` in ``app.state.graphs``; the CLI builds one
+per command. For the embedded backend each graph is a directory
+``<root>/<name>/`` (ladybug allows one read-write process per database, so API
+workers that share a graph with a writer should open it ``read_only``).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any, Self
+
+from kg.store import GraphStore
+from kgnlp.errors import ConfigurationError, NotFoundError, ValidationError
+
+__all__ = ["GRAPH_NAME", "GraphRegistry"]
+
+GRAPH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class GraphRegistry:
+    """Open graph stores by name, lazily, and cache a ``Linker`` per graph.
+
+    Args:
+        root: Folder holding one sub-folder per embedded graph.
+        backend: ``"ladybug"`` or ``"neo4j"``.
+        read_only: Open embedded graphs read-only (they must exist).
+        neo4j: Options for the Neo4j backend (``uri``, ``user``, ``password``,
+            ``database``); defaults come from ``KGNLP_NEO4J_*``.
+        linker_options: Keyword arguments for every ``Linker`` (e.g. ``embedder``).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        backend: str = "ladybug",
+        read_only: bool = False,
+        neo4j: dict[str, Any] | None = None,
+        linker_options: dict[str, Any] | None = None,
+    ) -> None:
+        if backend not in ("ladybug", "neo4j"):
+            raise ConfigurationError(f"graph backend must be 'ladybug' or 'neo4j', got {backend!r}")
+        self.root = Path(root)
+        self.backend = backend
+        self.read_only = read_only
+        self.neo4j = dict(neo4j or {})
+        self.linker_options = dict(linker_options or {})
+        self._stores: dict[str, GraphStore] = {}
+        self._linkers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def check_name(name: str) -> str:
+        """Return ``name`` if it is a valid graph name, else raise ``ValidationError``."""
+        if not isinstance(name, str) or not GRAPH_NAME.match(name):
+            raise ValidationError(
+                f"graph name must match {GRAPH_NAME.pattern} (letters, digits, '_', '-'), got {name!r}"
+            )
+        return name
+
+    def path(self, name: str) -> Path:
+        """Directory of an embedded graph."""
+        return self.root / self.check_name(name)
+
+    def exists(self, name: str) -> bool:
+        """Whether the graph exists (embedded: its database file is present)."""
+        if self.backend == "neo4j":
+            return name in self.names()
+        from kg.ladybug_store import DB_FILENAME
+
+        return (self.path(name) / DB_FILENAME).exists()
+
+    def names(self) -> list[str]:
+        """Names of the graphs available (existing on disk / in Neo4j, or open)."""
+        found: set[str] = set(self._stores)
+        if self.backend == "ladybug":
+            from kg.ladybug_store import DB_FILENAME
+
+            if self.root.is_dir():
+                found.update(
+                    p.name for p in self.root.iterdir() if (p / DB_FILENAME).exists() and GRAPH_NAME.match(p.name)
+                )
+        else:
+            from kg.neo4j_store import Neo4jConfig, Neo4jStore
+
+            cfg = Neo4jConfig.from_env().replace(**self.neo4j)
+            found.update(Neo4jStore.list_graphs(cfg))
+        return sorted(found)
+
+    def get(self, name: str, *, create: bool = False) -> GraphStore:
+        """Return the open store of a graph, opening it on first use.
+
+        Args:
+            name: Graph name.
+            create: Create an embedded graph that does not exist yet.
+
+        Returns:
+            The store (owned by the registry: do not close it).
+        """
+        self.check_name(name)
+        with self._lock:
+            store = self._stores.get(name)
+            if store is not None:
+                return store
+            if self.backend == "ladybug":
+                if not create and not self.exists(name):
+                    raise NotFoundError(
+                        f"graph {name!r} not found under {self.root} (build it with: kgnlp kg build-demo {name})"
+                    )
+                from kg.ladybug_store import LadybugStore
+
+                store = LadybugStore.open(self.path(name), read_only=self.read_only)
+            else:
+                from kg.neo4j_store import Neo4jConfig, Neo4jStore
+
+                store = Neo4jStore.open(Neo4jConfig.from_env().replace(**self.neo4j), graph=name)
+            self._stores[name] = store
+            return store
+
+    def linker(self, name: str) -> Any:
+        """Return the cached ``Linker`` over a graph's entities (built on first use)."""
+        store = self.get(name)
+        with self._lock:
+            lk = self._linkers.get(name)
+            if lk is None:
+                from kg.linking import Linker
+
+                lk = Linker.from_store(store, **self.linker_options)
+                self._linkers[name] = lk
+            return lk
+
+    def refresh(self, name: str) -> None:
+        """Forget the cached linker of a graph (call after writing to it)."""
+        with self._lock:
+            self._linkers.pop(name, None)
+
+    def close(self) -> None:
+        """Close every open store (idempotent)."""
+        with self._lock:
+            for s in self._stores.values():
+                s.close()
+            self._stores.clear()
+            self._linkers.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
