@@ -1,14 +1,16 @@
-"""Text generation: the ``Generator`` protocol and its local transformers backend."""
+"""Text generation: the ``Generator`` protocol and its local transformers + peft backend."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from models.loading import Quantization, load_causal_lm
+from kgnlp.errors import ValidationError
+from models.adapters import BASE, AdapterSet
+from models.loading import Quantization
 
 __all__ = ["ChatMessage", "GenerationParams", "GenerationResult", "Generator", "LocalGenerator"]
 
@@ -42,86 +44,187 @@ class GenerationResult:
 
 @runtime_checkable
 class Generator(Protocol):
-    """Anything that turns chat messages into text."""
+    """Anything that turns chat messages into text: the local model or a remote server."""
 
     name: str
 
-    def generate(self, messages: Sequence[ChatMessage], params: GenerationParams = ...) -> GenerationResult: ...
+    def generate(
+        self, messages: Sequence[ChatMessage], params: GenerationParams = ..., adapter: str | None = None
+    ) -> GenerationResult: ...
 
-    def stream(self, messages: Sequence[ChatMessage], params: GenerationParams = ...) -> Iterator[str]: ...
+    def stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams = ..., adapter: str | None = None
+    ) -> Iterator[str]: ...
+
+    def adapter_names(self) -> list[str]: ...
 
 
-@dataclass
 class LocalGenerator:
-    """A transformers causal LM in this process.
+    """A transformers causal LM in this process, with per-request LoRA adapters.
 
     Args:
         model: a loaded ``PreTrainedModel`` in eval mode.
         tokenizer: its tokenizer (with a chat template).
         name: the name the API reports.
         quantization: how the weights were quantized (reported by ``/health/ready``).
+        adapters: the adapter set on this base (one is made when omitted).
     """
 
-    model: Any
-    tokenizer: Any
-    name: str
-    quantization: Quantization = "none"
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        name: str,
+        quantization: Quantization = "none",
+        adapters: AdapterSet | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.name = name
+        self.quantization = quantization
+        self.adapters = adapters or AdapterSet(model)
+        self._lock = threading.Lock()  # one decode at a time: the model is shared and not re-entrant
 
     @classmethod
-    def from_path(cls, path: Path, name: str, quantization: Quantization = "none") -> LocalGenerator:
-        model, tokenizer = load_causal_lm(path, quantization=quantization)
-        return cls(model=model, tokenizer=tokenizer, name=name, quantization=quantization)
+    def from_path(
+        cls,
+        path: Path,
+        name: str,
+        quantization: Quantization = "none",
+        adapter_dir: Path | None = None,
+        max_adapters: int = 4,
+    ) -> LocalGenerator:
+        """Load a base model (optionally int8) and register the adapters found in ``adapter_dir``."""
+        from models.loading import load_causal_lm, quantize_int8_dynamic
 
-    def _inputs(self, messages: Sequence[ChatMessage]) -> Any:
-        return self.tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in messages],
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )
+        model, tokenizer = load_causal_lm(path)
+        if quantization == "int8-dynamic":
+            model, _ = quantize_int8_dynamic(model)
+            adapters = AdapterSet(
+                model,
+                max_loaded=max_adapters,
+                rebuild=lambda: load_causal_lm(path)[0],
+                quantize=lambda m: quantize_int8_dynamic(m)[0],
+            )
+        else:
+            adapters = AdapterSet(model, max_loaded=max_adapters)
+        if adapter_dir is not None:
+            adapters.register_directory(adapter_dir)
+        return cls(model, tokenizer, name, quantization, adapters)
 
-    def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_tokens,
-            "pad_token_id": self.tokenizer.pad_token_id,
-        }
+    @property
+    def model(self) -> Any:
+        return self.adapters.model
+
+    def adapter_names(self) -> list[str]:
+        return self.adapters.available()
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
+        if not messages:
+            raise ValidationError("messages must not be empty")
+        ids: list[int] = self.tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in messages], add_generation_prompt=True, tokenize=True,
+            return_dict=False,
+        )  # fmt: skip
+        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+
+    def _batch(self, conversations: Sequence[Sequence[ChatMessage]]) -> dict[str, Any]:
+        import torch
+
+        rows = [self._prompt_ids(c) for c in conversations]
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        # left padding so every row's next token is at the same position
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        return {"input_ids": input_ids, "attention_mask": attention}
+
+    def _kwargs(self, params: GenerationParams, adapters: Sequence[str | None]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
         if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=None)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        for a in adapters:
+            if a is not None:
+                self.adapters.ensure(a)
+        if self.adapters.wrapped:
+            kwargs["adapter_names"] = [a or BASE for a in adapters]
         return kwargs
 
+    def _finish(self, new_tokens: Any, params: GenerationParams, prompt_len: int) -> GenerationResult:
+        eos = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id
+        tokens = [int(t) for t in new_tokens]
+        # drop padding after EOS (batched rows finish at different steps)
+        if eos in tokens:
+            tokens = tokens[: tokens.index(eos) + 1]
+        elif pad != eos:
+            tokens = [t for t in tokens if t != pad]
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        text, stopped = _cut_at_stop(text, params.stop)
+        hit_eos = bool(tokens) and tokens[-1] == eos
+        finish: Literal["stop", "length"] = (
+            "stop" if stopped or hit_eos or len(tokens) < params.max_tokens else "length"
+        )
+        return GenerationResult(text, finish, prompt_len, len(tokens))
+
+    # --- public API -----------------------------------------------------------------------------
+
     def generate(
-        self, messages: Sequence[ChatMessage], params: GenerationParams = GenerationParams()
+        self, messages: Sequence[ChatMessage], params: GenerationParams = GenerationParams(), adapter: str | None = None
     ) -> GenerationResult:
         """Generate one reply.
 
         Args:
             messages: the conversation, oldest first.
             params: decoding parameters.
+            adapter: name of a registered LoRA adapter, or None for the base model.
 
         Returns:
             the reply text (cut before any stop sequence) with token counts.
         """
+        return self.generate_batch([messages], params, [adapter])[0]
+
+    def generate_batch(
+        self,
+        conversations: Sequence[Sequence[ChatMessage]],
+        params: GenerationParams = GenerationParams(),
+        adapters: Sequence[str | None] | None = None,
+    ) -> list[GenerationResult]:
+        """Generate replies for several conversations in one batched decode.
+
+        Args:
+            conversations: one message list per request.
+            params: shared decoding parameters.
+            adapters: one adapter name (or None) per conversation; rows with different adapters
+                share the batch through peft's mixed-adapter forward.
+
+        Returns:
+            one result per conversation, in order.
+        """
         import torch
 
-        inputs = self._inputs(messages)
-        prompt_len = int(inputs["input_ids"].shape[1])
-        with self._lock, torch.inference_mode():
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            out = self.model.generate(**inputs, **self._generate_kwargs(params))
-        new_tokens = out[0][prompt_len:]
-        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-        text, stopped = _cut_at_stop(text, params.stop)
-        hit_eos = len(new_tokens) > 0 and int(new_tokens[-1]) == self.tokenizer.eos_token_id
-        finish = "stop" if stopped or hit_eos or len(new_tokens) < params.max_tokens else "length"
-        return GenerationResult(text, finish, prompt_len, len(new_tokens))
+        adapters = list(adapters) if adapters is not None else [None] * len(conversations)
+        if len(adapters) != len(conversations):
+            raise ValidationError("adapters must have one entry per conversation")
+        inputs = self._batch(conversations)
+        width = int(inputs["input_ids"].shape[1])
+        lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        with self._lock:
+            kwargs = self._kwargs(params, adapters)  # may load adapters: keep it outside inference mode
+            with torch.inference_mode():
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                out = self.model.generate(**inputs, **kwargs)
+        return [self._finish(out[i][width:], params, int(lengths[i])) for i in range(len(conversations))]
 
-    def stream(self, messages: Sequence[ChatMessage], params: GenerationParams = GenerationParams()) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams = GenerationParams(), adapter: str | None = None
+    ) -> Iterator[str]:
         """Yield text deltas as they are decoded; their concatenation equals ``generate().text``.
 
         Closing the iterator early (a client that went away) stops the decoding.
@@ -135,21 +238,23 @@ class LocalGenerator:
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
 
-        inputs = self._inputs(messages)
+        inputs = self._batch([messages])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         errors: list[BaseException] = []
 
         def run() -> None:
             try:
-                with self._lock, torch.inference_mode():
-                    if params.seed is not None:
-                        torch.manual_seed(params.seed)
-                    self.model.generate(
-                        **inputs,
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_Cancelled()]),
-                        **self._generate_kwargs(params),
-                    )
+                with self._lock:
+                    kwargs = self._kwargs(params, [adapter])
+                    with torch.inference_mode():
+                        if params.seed is not None:
+                            torch.manual_seed(params.seed)
+                        self.model.generate(
+                            **inputs,
+                            streamer=streamer,
+                            stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+                            **kwargs,
+                        )
             except BaseException as e:  # re-raised in the consumer below
                 errors.append(e)
                 streamer.end()

@@ -38,19 +38,37 @@ def load_causal_lm(path: Path, quantization: Quantization = "none", dtype: str =
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if quantization == "int8-dynamic":
-        model = quantize_int8_dynamic(model)
+        model, _ = quantize_int8_dynamic(model)
     return model, tokenizer
 
 
-def quantize_int8_dynamic(model: Any) -> Any:
-    """Int8 dynamic quantization of all ``nn.Linear`` layers (the fastest CPU option measured here)."""
+def quantize_int8_dynamic(model: Any, keep_float: tuple[str, ...] = ()) -> tuple[Any, frozenset[str]]:
+    """Per-channel int8 dynamic quantization of ``nn.Linear`` layers (the fastest CPU option measured here).
+
+    LoRA layers (``lora_``) always stay in float. On SmolLM2-135M, quantizing every
+    base layer kept answers closer to fp32 than leaving attention or lm_head in float.
+
+    Args:
+        model: a float model.
+        keep_float: layer-name suffixes to leave in float.
+
+    Returns:
+        ``(model, names of the quantized layers)``.
+    """
     import warnings
 
     import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig as default_dynamic_qconfig
 
+    names = frozenset(
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and "lora_" not in n and not (keep_float and n.endswith(keep_float))
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # quantize_dynamic is deprecated in favour of torchao, still fastest here
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        spec = dict.fromkeys(names, default_dynamic_qconfig)
+        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8), names
 
 
 def load_sentence_embedder(path: Path, device: str = "cpu") -> SentenceTransformer:
