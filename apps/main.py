@@ -56,8 +56,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     from apps.graph.router import router as graph_router
     from apps.health import router as health_router
+    from apps.openai_compat import router as openai_router
 
     app.include_router(health_router)
+    app.include_router(openai_router)
     app.include_router(graph_router)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)

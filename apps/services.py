@@ -29,6 +29,7 @@ class Services:
 
     settings: Settings
     generator: Any = None  # models.generation.Generator
+    generation: Any = None  # models.concurrency.GenerationQueue in front of the generator
     embedder: Any = None  # sentence_transformers.SentenceTransformer
     graphs: Any = None  # kg registry
     components: dict[str, Component] = field(default_factory=dict)
@@ -39,8 +40,9 @@ class Services:
         return all(c.status in ("ready", "not_configured") for c in self.components.values())
 
     def close(self) -> None:
-        if self.graphs is not None and hasattr(self.graphs, "close"):
-            self.graphs.close()
+        for part in (self.graphs, self.generator):
+            if part is not None and hasattr(part, "close"):
+                part.close()
 
 
 def build_services(settings: Settings) -> Services:
@@ -58,19 +60,8 @@ def build_services(settings: Settings) -> Services:
 
         torch.set_num_threads(settings.models.threads)
     if settings.models.load_generator:
-        from models.generation import LocalGenerator
-
-        t0 = time.perf_counter()
-        path = cache.resolve(settings.models.generator)
-        services.generator = LocalGenerator.from_path(
-            path, name=_public_name(settings.models.generator), quantization=settings.models.quantization
-        )
-        services.components["generator"] = Component(
-            "generator",
-            "ready",
-            {"model": services.generator.name, "backend": "local", "path": str(path),
-             "quantization": settings.models.quantization, "load_s": round(time.perf_counter() - t0, 2)},
-        )  # fmt: skip
+        services.generator, detail = _load_generator(settings, cache)
+        services.components["generator"] = Component("generator", "ready", detail)
     if settings.models.load_embedder:
         from models.loading import load_sentence_embedder
 
@@ -83,6 +74,11 @@ def build_services(settings: Settings) -> Services:
             {"model": _public_name(settings.models.embedder), "path": str(path),
              "dimension": services.embedder.get_embedding_dimension(), "load_s": round(time.perf_counter() - t0, 2)},
         )  # fmt: skip
+    if services.generator is not None:
+        from models.concurrency import GenerationQueue
+
+        m = settings.models
+        services.generation = GenerationQueue(services.generator, m.max_concurrent, m.max_waiting, m.timeout_s)
     services.graphs = open_graph_registry(settings, services.embedder)
     services.components["graphs"] = Component(
         "graphs",
@@ -90,6 +86,35 @@ def build_services(settings: Settings) -> Services:
         {"backend": settings.graph.backend, "default": settings.graph.default, "available": services.graphs.names()},
     )
     return services
+
+
+def _load_generator(settings: Settings, cache: Any) -> tuple[Any, dict[str, Any]]:
+    m = settings.models
+    t0 = time.perf_counter()
+    if m.backend == "remote":
+        from kgnlp.errors import ConfigurationError
+        from models.remote import RemoteGenerator
+
+        if not m.remote_url:
+            raise ConfigurationError("KGNLP_MODELS__REMOTE_URL is required when KGNLP_MODELS__BACKEND=remote")
+        key = m.remote_api_key.get_secret_value() if m.remote_api_key else None
+        gen: Any = RemoteGenerator(m.remote_url, _public_name(m.generator), api_key=key, adapters=m.remote_adapters,
+                                   timeout_s=m.timeout_s)  # fmt: skip
+        return gen, {"model": gen.name, "backend": "remote", "url": m.remote_url, "adapters": gen.adapter_names()}
+    from models.generation import LocalGenerator
+
+    path = cache.resolve(m.generator)
+    adapter_dir = m.adapter_dir or settings.home / "adapters"
+    gen = LocalGenerator.from_path(path, name=_public_name(m.generator), quantization=m.quantization,
+                                   adapter_dir=adapter_dir, max_adapters=m.max_adapters)  # fmt: skip
+    return gen, {
+        "model": gen.name,
+        "backend": "local",
+        "path": str(path),
+        "quantization": m.quantization,
+        "adapters": gen.adapter_names(),
+        "load_s": round(time.perf_counter() - t0, 2),
+    }
 
 
 def open_graph_registry(settings: Settings, embedder: Any = None) -> Any:

@@ -46,6 +46,15 @@ class ModelSettings(BaseModel):
     load_embedder: bool = True
     quantization: Literal["none", "int8-dynamic"] = "none"
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: torch's choice")
+    backend: Literal["local", "remote"] = Field("local", description="remote: any OpenAI-compatible server")
+    remote_url: str | None = Field(None, description="e.g. http://vllm:8000/v1 (backend=remote)")
+    remote_api_key: SecretStr | None = None
+    remote_adapters: list[str] = Field(default_factory=list, description="adapter names the remote server serves")
+    adapter_dir: Path | None = Field(None, description="LoRA adapters, one folder each; default KGNLP_HOME/adapters")
+    max_adapters: int = Field(4, ge=1, le=64, description="adapters kept loaded (LRU)")
+    max_concurrent: int = Field(1, ge=1, le=64, description="generations running at once")
+    max_waiting: int = Field(16, ge=0, le=10_000, description="generations allowed to wait; more get 503")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="per-request generation timeout")
 
 
 class GraphSettings(BaseModel):

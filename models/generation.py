@@ -58,6 +58,10 @@ class Generator(Protocol):
 
     def adapter_names(self) -> list[str]: ...
 
+    def count_tokens(self, text: str) -> int: ...
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int: ...
+
 
 class LocalGenerator:
     """A transformers causal LM in this process, with per-request LoRA adapters.
@@ -117,6 +121,12 @@ class LocalGenerator:
 
     def adapter_names(self) -> list[str]:
         return self.adapters.available()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return len(self._prompt_ids(messages))
 
     # --- internals ------------------------------------------------------------------------------
 

@@ -163,3 +163,107 @@ def link(
         raise _fail(e) from e
     for m in mentions:
         typer.echo(f"{m.start}-{m.end}\t{m.surface}\t{m.entity_id}\t{m.name}\t{m.score:.2f}\t{m.method}")
+
+
+@app.command("train-embeddings")
+def train_embeddings(
+    graph: Graph = "default",
+    model: Annotated[str, typer.Option("--model", "-m", help="complex|distmult|rotate|transe|rgcn")] = "complex",
+    home: Home = None,
+    dim: Annotated[int | None, typer.Option(help="vector width (default: the model's preset)")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="maximum epochs")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="cap on training time")] = None,
+    seed: Annotated[int, typer.Option(help="seed for split, init and training")] = 0,
+    device: Annotated[str, typer.Option(help="auto|cpu|cuda")] = "auto",
+    text_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="sentence-transformers folder for R-GCN text features (default: HOME/models/all-minilm-l6-v2)"
+        ),
+    ] = None,
+    fold_in: Annotated[bool, typer.Option("--fold-in", help="only embed entities added since training")] = False,
+    force: Annotated[bool, typer.Option(help="retrain even if embeddings of this graph state exist")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Train entity embeddings for a graph and write them (+ a FAISS index) next to it."""
+    from collections.abc import Callable
+    from typing import Any
+
+    from kg.embeddings.artifacts import find_embeddings
+    from kg.embeddings.data import graph_fingerprint
+    from kg.embeddings.pipeline import GRAPH_PRESETS, fold_in_new_entities, train_graph_embeddings
+    from kg.registry import GraphRegistry
+
+    if model not in GRAPH_PRESETS:
+        raise _fail(ValueError(f"model must be one of {sorted(GRAPH_PRESETS)}, got {model!r}"))
+    root = _root(home)
+
+    def encoder() -> Callable[[list[str]], Any] | None:
+        if model != "rgcn" and not fold_in:
+            return None
+        from models.loading import load_sentence_embedder
+
+        path: Path = text_model or (home.expanduser() if home else default_home()) / "models" / "all-minilm-l6-v2"
+        if not path.exists():
+            if text_model is not None:
+                raise _fail(FileNotFoundError(f"text model folder not found: {path}"))
+            return None  # R-GCN then learns free entity vectors instead of text features
+        loaded: list[Any] = []
+
+        def encode(texts: list[str]) -> Any:  # loads the model on first use only
+            if not loaded:
+                loaded.append(load_sentence_embedder(path))
+            return loaded[0].encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+
+        return encode
+
+    try:
+        with GraphRegistry(root) as reg:
+            store = reg.get(graph)
+            gdir = reg.path(graph)
+            if fold_in:
+                art, added = fold_in_new_entities(store, gdir, text_encoder=encoder(), model=None)
+                typer.echo(f"folded in {len(added)} entities into {art.path}")
+                return
+            if not force:
+                fp = graph_fingerprint(store)
+                try:
+                    existing = find_embeddings(gdir, model)
+                except KgnlpError:
+                    existing = None
+                if existing is not None and existing.name == f"{model}-{fp}":
+                    typer.echo(f"embeddings up to date: {existing} (use --force to retrain)")
+                    return
+            opts: dict[str, object] = {"device": device}
+            if epochs is not None:
+                opts["epochs"] = epochs
+            if max_minutes is not None:
+                opts["max_minutes"] = max_minutes
+            art = train_graph_embeddings(
+                store,
+                gdir,
+                model,
+                graph=graph,
+                text_encoder=encoder(),
+                dim=dim,  # type: ignore[arg-type]
+                train_options=opts,
+                seed=seed,
+                progress=progress,
+                log=typer.echo,
+            )
+    except KgnlpError as e:
+        raise _fail(e) from e
+    test = art.meta["metrics"]["test"] or {}
+    typer.echo(
+        json.dumps(
+            {
+                "graph": graph,
+                "model": model,
+                "path": str(art.path),
+                "entities": len(art.entity_ids),
+                "test_mrr": round(test.get("mrr", float("nan")), 4),
+                "test_hits10": round(test.get("hits10", float("nan")), 4),
+                "minutes": round(art.meta["training"]["seconds"] / 60, 2),
+            }
+        )
+    )

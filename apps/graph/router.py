@@ -13,6 +13,8 @@ from apps.graph.schemas import (
     MentionOut,
     NeighborsResponse,
     SearchResponse,
+    SimilarEntityOut,
+    SimilarResponse,
 )
 from kg.registry import GRAPH_NAME, GraphRegistry
 from kg.store import GraphStore
@@ -95,3 +97,52 @@ def link(request: Request, body: LinkRequest, graph: GraphName = "retail") -> Li
     linker = _registry(request).linker(graph)
     mentions = linker.link(body.text, min_score=body.min_score)
     return LinkResponse(graph=graph, mentions=[MentionOut.of(m) for m in mentions])
+
+
+@router.get("/entities/{entity_id}/similar", response_model=SimilarResponse)
+def similar(
+    request: Request,
+    entity_id: str,
+    graph: GraphName = "retail",
+    k: Annotated[int, Query(ge=1, le=100, description="number of neighbours")] = 10,
+) -> SimilarResponse:
+    """Return the entities whose trained embeddings are closest (cosine) to this entity's."""
+    from kg.embeddings.artifacts import load_cached
+
+    store = _store(request, graph)
+    try:
+        art = load_cached(_registry(request).path(graph))
+    except NotFoundError as e:
+        raise HTTPException(
+            status_code=404,
+            detail=f"graph {graph!r} has no entity embeddings yet: run `kgnlp kg train-embeddings --graph {graph}`",
+        ) from e
+    except StoreError as e:
+        raise HTTPException(status_code=503, detail=f"embeddings of graph {graph!r} unavailable: {e}") from e
+    if entity_id not in art:
+        try:
+            store.get(entity_id)
+        except NotFoundError as e:
+            raise HTTPException(status_code=404, detail=f"entity {entity_id!r} not found in graph {graph!r}") from e
+        raise HTTPException(
+            status_code=404,
+            detail=f"entity {entity_id!r} was added after training: run `kgnlp kg train-embeddings --graph {graph} "
+            "--fold-in` (or retrain)",
+        )
+    hits = art.similar(entity_id, k)
+    ents = store.get_many([h.id for h in hits])
+    return SimilarResponse(
+        graph=graph,
+        entity_id=entity_id,
+        model=art.model_name,
+        embeddings=art.path.name if art.path else "",
+        results=[
+            SimilarEntityOut(
+                id=h.id,
+                score=h.score,
+                name=ents[h.id].display_name() if h.id in ents else "",
+                type=ents[h.id].type if h.id in ents else "",
+            )
+            for h in hits
+        ],
+    )

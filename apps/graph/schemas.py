@@ -139,3 +139,22 @@ class LinkResponse(BaseModel):
 
     graph: str
     mentions: list[MentionOut]
+
+
+class SimilarEntityOut(BaseModel):
+    """An entity close to the query entity in embedding space."""
+
+    id: str
+    score: float = Field(description="cosine similarity of the entity vectors")
+    name: str = ""
+    type: str = ""
+
+
+class SimilarResponse(BaseModel):
+    """Nearest entities by trained graph embeddings."""
+
+    graph: str
+    entity_id: str
+    model: str
+    embeddings: str = Field(description="embedding folder name: <model>-<graph fingerprint>")
+    results: list[SimilarEntityOut]

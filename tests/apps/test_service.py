@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,17 +14,8 @@ from apps.settings import load_settings
 
 
 @pytest.fixture(scope="module")
-def server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from kg.demo import build_demo
-    from kg.registry import GraphRegistry
-    from tests.conftest import LiveServer
-
-    graphs = tmp_path_factory.mktemp("graphs")
-    with GraphRegistry(graphs) as registry:
-        build_demo("finance", registry.get("finance", create=True))
-    settings = load_settings(home=model_home, server={"max_body_bytes": 64_000}, graph={"path": graphs})
-    with LiveServer(create_app(settings)) as live:  # the lifespan loads the real default models
-        yield live.url
+def server(service: Any) -> str:
+    return str(service.url)
 
 
 def test_live_and_ready_report_loaded_models(server: str) -> None:
@@ -55,7 +46,7 @@ def test_graph_routes_answer_from_the_demo_graph(server: str) -> None:
 def test_models_list_is_openai_shaped(server: str) -> None:
     body = httpx.get(f"{server}/v1/models").json()
     assert body["object"] == "list"
-    assert [m["id"] for m in body["data"]] == ["smollm2-135m-instruct"]
+    assert [m["id"] for m in body["data"]] == ["smollm2-135m-instruct", "smollm2-135m-instruct:alpha"]
     assert all(m["object"] == "model" for m in body["data"])
 
 
@@ -81,9 +72,9 @@ def test_wrong_method_is_json_405(server: str) -> None:
 
 
 def test_oversized_body_is_413_before_reading_it_all(server: str) -> None:
-    r = httpx.post(f"{server}/health/live", content=b"x" * 100_000, headers={"content-type": "application/json"})
+    r = httpx.post(f"{server}/health/live", content=b"x" * 3_000_000, headers={"content-type": "application/json"})
     assert r.status_code == 413
-    assert "exceeds 64000 bytes" in r.json()["error"]["message"]
+    assert "exceeds 2000000 bytes" in r.json()["error"]["message"]
 
 
 def test_openapi_and_docs_are_served(server: str) -> None:

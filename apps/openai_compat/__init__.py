@@ -1,0 +1,3 @@
+from apps.openai_compat.router import router
+
+__all__ = ["router"]

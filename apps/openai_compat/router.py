@@ -1,0 +1,151 @@
+"""OpenAI-compatible endpoints: ``/v1/models`` and ``/v1/chat/completions`` (JSON or SSE)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from fastapi.sse import format_sse_event
+from pydantic import BaseModel
+
+from apps.deps import ServicesDep
+from apps.openai_compat.schemas import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    Usage,
+)
+from kgnlp.errors import ModelUnavailableError, NotFoundError
+from models.generation import ChatMessage, GenerationParams
+
+__all__ = ["resolve_model", "router"]
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+DEFAULT_MAX_TOKENS = 256
+
+
+def resolve_model(services: Any, model: str, adapter: str | None) -> tuple[str, str | None]:
+    """Split ``base[:adapter]`` and check both exist.
+
+    Raises:
+        NotFoundError: naming what is available.
+    """
+    generator = services.generator
+    if generator is None:
+        raise ModelUnavailableError("no generator is loaded (KGNLP_MODELS__LOAD_GENERATOR=false)")
+    base, _, suffix = model.partition(":")
+    if base != generator.name:
+        raise NotFoundError(f"model {model!r} not found; available: {', '.join(_model_ids(generator))}")
+    if suffix and adapter and suffix != adapter:
+        raise NotFoundError(f"model names adapter {suffix!r} but the adapter field says {adapter!r}")
+    chosen = suffix or adapter or None
+    if chosen is not None and chosen not in generator.adapter_names():
+        raise NotFoundError(
+            f"adapter {chosen!r} not found; available: {', '.join(generator.adapter_names()) or 'none'}"
+        )
+    return base, chosen
+
+
+def _model_ids(generator: Any) -> list[str]:
+    return [generator.name, *(f"{generator.name}:{a}" for a in generator.adapter_names())]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "kgnlp"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+@router.get("/models", response_model=ModelList)
+def list_models(services: ServicesDep) -> ModelList:
+    """The base model and every ``base:adapter`` pair this service answers with."""
+    created = int(services.started_at)
+    ids = _model_ids(services.generator) if services.generator is not None else []
+    return ModelList(data=[ModelCard(id=i, created=created) for i in ids])
+
+
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE chunks when stream=true"}},
+)
+async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, request: Request) -> Any:
+    """Chat completions in the OpenAI format; ``stream: true`` answers with SSE chunks and ``[DONE]``."""
+    base, adapter = resolve_model(services, body.model, body.adapter)
+    messages = [ChatMessage(m.role, m.text) for m in body.messages]
+    params = GenerationParams(
+        max_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=body.seed,
+        stop=body.stop_sequences,
+    )
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    model_id = f"{base}:{adapter}" if adapter else base
+    queue = services.generation
+    if not body.stream:
+        result = await queue.generate(messages, params, adapter)
+        return ChatCompletion(
+            id=completion_id,
+            created=created,
+            model=model_id,
+            choices=[Choice(message=AssistantMessage(content=result.text), finish_reason=result.finish_reason)],
+            usage=Usage(
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                total_tokens=result.prompt_tokens + result.completion_tokens,
+            ),
+        )
+
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    deltas = queue.stream(messages, params, adapter)  # a full queue raises here: 503 before any byte
+    generator = services.generator
+
+    def chunk(delta: Delta, finish: Any = None, usage: Usage | None = None) -> bytes:
+        c = ChatCompletionChunk(
+            id=completion_id,
+            created=created,
+            model=model_id,
+            choices=[] if usage else [ChunkChoice(delta=delta, finish_reason=finish)],
+            usage=usage,
+        )
+        return format_sse_event(data_str=c.model_dump_json(exclude_none=True))
+
+    async def events() -> AsyncIterator[bytes]:
+        yield chunk(Delta(role="assistant", content=""))
+        text = ""
+        try:
+            async for delta in deltas:
+                text += delta
+                yield chunk(Delta(content=delta))
+        except Exception as e:  # headers are already sent: report in-band, as OpenAI servers do
+            error = {"error": {"message": str(e), "type": type(e).__name__}}
+            yield format_sse_event(data_str=json.dumps(error))
+            yield format_sse_event(data_str="[DONE]")
+            return
+        used = generator.count_tokens(text)
+        prompt = generator.count_prompt_tokens(messages)
+        finish = "length" if used >= params.max_tokens else "stop"
+        yield chunk(Delta(), finish=finish)
+        if include_usage:
+            yield chunk(Delta(), usage=Usage(prompt_tokens=prompt, completion_tokens=used, total_tokens=prompt + used))
+        yield format_sse_event(data_str="[DONE]")
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

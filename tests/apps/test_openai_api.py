@@ -1,0 +1,111 @@
+"""The OpenAI-compatible API, spoken to by the official ``openai`` client over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+BASE = "smollm2-135m-instruct"
+Q = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def client(service: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused", max_retries=0)
+
+
+def test_models_list_through_the_client(client: openai.OpenAI) -> None:
+    assert [m.id for m in client.models.list()] == [BASE, f"{BASE}:alpha"]
+
+
+def test_non_streaming_completion(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(model=BASE, messages=Q, max_tokens=16)  # type: ignore[arg-type]
+    assert "Paris" in (r.choices[0].message.content or "")
+    assert r.choices[0].finish_reason in ("stop", "length") and r.model == BASE
+    assert r.usage is not None and r.usage.prompt_tokens > 5 and 0 < r.usage.completion_tokens <= 16
+    assert r.id.startswith("chatcmpl-")
+
+
+def test_streaming_equals_non_streaming(client: openai.OpenAI) -> None:
+    full = client.chat.completions.create(model=BASE, messages=Q, max_tokens=20)  # type: ignore[arg-type]
+    stream = client.chat.completions.create(
+        model=BASE, messages=Q, max_tokens=20, stream=True, stream_options={"include_usage": True}
+    )  # type: ignore[call-overload]
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [full.choices[0].finish_reason]
+    usage = chunks[-1].usage
+    assert usage is not None and full.usage is not None
+    # streamed usage re-tokenizes the text, so it does not count the end-of-sequence token
+    assert full.usage.completion_tokens - 1 <= usage.completion_tokens <= full.usage.completion_tokens
+
+
+def test_adapter_by_model_suffix_and_by_field(client: openai.OpenAI) -> None:
+    base = client.chat.completions.create(model=BASE, messages=Q, max_tokens=8)  # type: ignore[arg-type]
+    alpha = client.chat.completions.create(model=f"{BASE}:alpha", messages=Q, max_tokens=8)  # type: ignore[arg-type]
+    field = client.chat.completions.create(model=BASE, messages=Q, max_tokens=8, extra_body={"adapter": "alpha"})  # type: ignore[arg-type]
+    assert alpha.choices[0].message.content != base.choices[0].message.content
+    assert field.choices[0].message.content == alpha.choices[0].message.content
+    assert alpha.model == f"{BASE}:alpha"
+
+
+def test_stop_sequence(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(model=BASE, messages=Q, max_tokens=16, stop=[" is "])  # type: ignore[arg-type]
+    assert r.choices[0].message.content == "The capital of France"
+    assert r.choices[0].finish_reason == "stop"
+
+
+def test_client_sees_our_error_messages(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError, match=f"available: {BASE}"):
+        client.chat.completions.create(model="gpt-4o", messages=Q)  # type: ignore[arg-type]
+    with pytest.raises(openai.NotFoundError, match="adapter 'nope' not found"):
+        client.chat.completions.create(model=f"{BASE}:nope", messages=Q)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"model": BASE, "messages": []}, 422, "messages"),
+        ({"model": BASE, "messages": [{"role": "user", "content": ""}]}, 422, "non-empty content"),
+        ({"model": BASE, "messages": [{"role": "wizard", "content": "hi"}]}, 422, "messages.0.role"),
+        ({"model": BASE, "messages": [{"role": "user", "content": "x" * 1_000_000}]}, 422, "limit is 32000"),
+        ({"model": BASE, "messages": Q, "max_tokens": -1}, 422, "max_tokens"),
+        ({"model": BASE, "messages": Q, "n": 2}, 422, "n:"),
+        ({"model": BASE, "messages": Q, "temperature": "hot"}, 422, "temperature"),
+        ({"messages": Q}, 422, "model: Field required"),
+        ({"model": "unknown", "messages": Q}, 404, "not found"),
+    ],
+)
+def test_bad_input_is_a_clear_4xx(service: Any, body: dict[str, Any], status: int, fragment: str) -> None:
+    r = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=30)
+    assert r.status_code == status, r.text
+    assert fragment in r.json()["error"]["message"]
+
+
+def test_invalid_json_is_422(service: Any) -> None:
+    r = httpx.post(
+        f"{service.url}/v1/chat/completions",
+        content=b'{"model": "x", "messages": [',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422 and "JSON" in r.json()["error"]["message"]
+
+
+def test_client_disconnect_stops_generation(service: Any) -> None:
+    body = {"model": BASE, "messages": Q, "max_tokens": 400, "stream": True, "temperature": 0.8, "seed": 1}
+    with httpx.stream("POST", f"{service.url}/v1/chat/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        first = next(line for line in lines if line.startswith("data:"))
+        assert json.loads(first[5:])["object"] == "chat.completion.chunk"
+    queue = service.services.generation
+    deadline = time.time() + 10
+    while queue.depth and time.time() < deadline:
+        time.sleep(0.05)
+    assert queue.depth == 0, "decoding went on after the client left"

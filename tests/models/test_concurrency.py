@@ -1,0 +1,100 @@
+"""Admission control logic (a slow fake generator stands in for the model)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from kgnlp.errors import OverloadedError
+from models.concurrency import GenerationQueue
+from models.generation import ChatMessage, GenerationParams, GenerationResult
+
+P = GenerationParams(max_tokens=4)
+Q = [ChatMessage("user", "hi")]
+
+
+class SlowGenerator:
+    name = "slow"
+
+    def __init__(self, delay: float = 0.2) -> None:
+        self.delay = delay
+        self.active = 0
+        self.peak = 0
+        self.stopped_early = threading.Event()
+        self._lock = threading.Lock()
+
+    def generate(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, adapter: str | None = None
+    ) -> GenerationResult:
+        with self._lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(self.delay)
+        with self._lock:
+            self.active -= 1
+        return GenerationResult("done", "stop", 1, 2)
+
+    def stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, adapter: str | None = None
+    ) -> Iterator[str]:
+        try:
+            for i in range(100):
+                time.sleep(self.delay / 10)
+                yield f"t{i} "
+        finally:
+            self.stopped_early.set()
+
+
+def test_concurrency_is_bounded_and_excess_is_refused() -> None:
+    gen = SlowGenerator()
+    queue = GenerationQueue(gen, max_concurrent=2, max_waiting=2)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*(queue.generate(Q, P) for _ in range(6)), return_exceptions=True)
+
+    results = asyncio.run(main())
+    refused = [r for r in results if isinstance(r, OverloadedError)]
+    done = [r for r in results if isinstance(r, GenerationResult)]
+    assert len(done) == 4 and len(refused) == 2
+    assert gen.peak == 2 and queue.depth == 0 and queue.completed_tokens == 8
+    assert refused[0].retry_after > 0
+
+
+def test_wait_timeout_raises_overloaded() -> None:
+    queue = GenerationQueue(SlowGenerator(delay=0.5), max_concurrent=1, max_waiting=5, timeout_s=0.1)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(queue.generate(Q, P), queue.generate(Q, P), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert isinstance(results[0], GenerationResult)
+    assert isinstance(results[1], OverloadedError) and "timed out" in str(results[1])
+
+
+def test_closing_a_stream_stops_the_generator_and_frees_the_slot() -> None:
+    gen = SlowGenerator()
+    queue = GenerationQueue(gen, max_concurrent=1, max_waiting=0)
+
+    async def main() -> list[str]:
+        got = []
+        stream = queue.stream(Q, P)
+        async for delta in stream:
+            got.append(delta)
+            if len(got) == 3:
+                break
+        await stream.aclose()  # type: ignore[attr-defined]
+        return got
+
+    assert asyncio.run(main()) == ["t0 ", "t1 ", "t2 "]
+    assert gen.stopped_early.wait(2) and queue.depth == 0
+
+
+def test_invalid_configuration() -> None:
+    from kgnlp.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="max_concurrent"):
+        GenerationQueue(SlowGenerator(), max_concurrent=0)
