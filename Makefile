@@ -28,6 +28,8 @@ models: setup
 demo: models
 	$(BIN)/kgnlp kg build-demo retail
 	$(BIN)/kgnlp kg build-demo finance
+	$(BIN)/kgnlp index build --corpus retail
+	$(BIN)/kgnlp cs setup
 
 serve: demo
 	$(BIN)/kgnlp serve
@@ -48,7 +50,8 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 lock: setup
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^kgnlp' | sed 's/+cpu$$//' > constraints.txt.new
+	head -2 constraints.txt > constraints.txt.new
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^kgnlp' | sed 's/+cpu$$//' >> constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 clean:

@@ -8,6 +8,7 @@ answered with a generic 500 that leaks nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -15,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope, Send
 
 from kgnlp.errors import (
     ConfigurationError,
@@ -25,7 +27,7 @@ from kgnlp.errors import (
     ValidationError,
 )
 
-__all__ = ["error_body", "install_error_handlers"]
+__all__ = ["error_body", "install_error_handlers", "send_error"]
 
 log = logging.getLogger("kgnlp.api")
 
@@ -54,6 +56,36 @@ def error_body(
         },
         "request_id": getattr(request.state, "request_id", None),
     }
+
+
+async def send_error(
+    scope: Scope, send: Send, status: int, message: str, type_: str | None = None, headers: dict[str, str] | None = None
+) -> None:
+    """Answer from pure ASGI middleware with the same JSON error body as the handlers below.
+
+    Args:
+        scope: the request scope (its ``state.request_id`` goes into the body).
+        send: the ASGI send callable.
+        status: HTTP status.
+        message: what went wrong, for humans.
+        type_: the error type; default from the status.
+        headers: extra response headers (``WWW-Authenticate``, ``Retry-After`` …).
+    """
+    request_id = (scope.get("state") or {}).get("request_id")
+    body = {
+        "error": {
+            "message": message,
+            "type": type_ or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+            "param": None,
+            "code": status,
+        },
+        "request_id": request_id,
+    }
+    data = json.dumps(body).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": data})
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:

@@ -10,6 +10,8 @@ from fastapi import FastAPI
 
 from apps.errors import install_error_handlers
 from apps.middleware import BodySizeLimit, RequestId
+from apps.observability import install_observability
+from apps.security import install_security
 from apps.services import Services, build_services
 from apps.settings import Settings, load_settings
 from kgnlp import __version__
@@ -54,19 +56,31 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.state.services = services
     install_error_handlers(app)
 
+    from apps.customer_service.router import router as cs_router
     from apps.graph.router import router as graph_router
     from apps.health import router as health_router
+    from apps.keys import router as keys_router
     from apps.openai_compat import router as openai_router
+    from apps.retrieve.router import router as retrieve_router
 
     app.include_router(health_router)
     app.include_router(openai_router)
+    app.include_router(cs_router)
+    app.include_router(retrieve_router)
     app.include_router(graph_router)
+    app.include_router(keys_router)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
+    install_security(app, settings)  # API keys + rate limits, then CORS outside them
+    install_observability(app, settings)  # /metrics; the observer sits outside auth to count 401/429
     app.add_middleware(RequestId)  # outermost: every response, 413s included, carries the id
     return app
 
 
 def app_factory() -> FastAPI:
     """Entry point for ``uvicorn --factory`` (and every worker of ``kgnlp serve --workers N``)."""
-    return create_app(load_settings())
+    from apps.logging_setup import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.observability)
+    return create_app(settings)

@@ -32,6 +32,8 @@ class Services:
     generation: Any = None  # models.concurrency.GenerationQueue in front of the generator
     embedder: Any = None  # sentence_transformers.SentenceTransformer
     graphs: Any = None  # kg registry
+    retrievers: dict[str, Any] = field(default_factory=dict)  # corpus name -> retrieval.Retriever
+    customer_service: Any = None  # apps.customer_service.pipeline.CustomerServicePipeline
     components: dict[str, Component] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
 
@@ -40,7 +42,8 @@ class Services:
         return all(c.status in ("ready", "not_configured") for c in self.components.values())
 
     def close(self) -> None:
-        for part in (self.graphs, self.generator):
+        sessions = getattr(self.customer_service, "sessions", None)
+        for part in (self.graphs, self.generator, sessions):
             if part is not None and hasattr(part, "close"):
                 part.close()
 
@@ -85,7 +88,72 @@ def build_services(settings: Settings) -> Services:
         "ready",
         {"backend": settings.graph.backend, "default": settings.graph.default, "available": services.graphs.names()},
     )
+    if services.embedder is not None:
+        _load_retrievers(settings, services)
+        _load_customer_service(settings, services)
     return services
+
+
+def _load_retrievers(settings: Settings, services: Services) -> None:
+    from kgnlp.errors import NotFoundError
+    from retrieval.corpus import load_retriever
+    from retrieval.retriever import RetrieverConfig
+
+    config = RetrieverConfig(fusion=settings.retrieval.fusion, token_budget=settings.retrieval.token_budget)
+    missing = []
+    for name in settings.retrieval.corpora:
+        try:
+            services.retrievers[name] = load_retriever(name, settings.home, services.embedder, services.graphs, config)
+        except NotFoundError:
+            missing.append(name)
+    services.components["retrieval"] = Component(
+        "retrieval",
+        "ready" if services.retrievers else "not_configured",
+        {
+            "corpora": {n: {"passages": len(r), "modes": list(r.modes)} for n, r in services.retrievers.items()},
+            "not_built": missing,
+            **({"hint": "kgnlp index build --corpus NAME"} if missing else {}),
+        },
+    )
+
+
+def _load_customer_service(settings: Settings, services: Services) -> None:
+    cs = settings.customer_service
+    if not cs.enabled:
+        return
+    from apps.customer_service.pipeline import CustomerServicePipeline
+    from apps.customer_service.profile import CompanyProfile
+    from apps.customer_service.sessions import SessionStore
+    from apps.customer_service.setup import DATA_DIR, intents_dir, load_intents
+
+    if not (intents_dir(settings.home) / "labels.json").is_file():
+        services.components["customer_service"] = Component(
+            "customer_service", "not_configured", {"hint": "kgnlp cs setup (trains the intent classifier)"}
+        )
+        return
+    adapter = None
+    if services.generator is not None and cs.adapter in services.generator.adapter_names():
+        adapter = cs.adapter
+    sessions = SessionStore(settings.db_url, window=cs.session_window, ttl_s=cs.session_ttl_s).open()
+    services.customer_service = CustomerServicePipeline(
+        intents=load_intents(settings.home, services.embedder),
+        sessions=sessions,
+        profile=CompanyProfile.load(cs.profile or DATA_DIR / "company.yaml"),
+        retriever=services.retrievers.get(cs.corpus),
+        generation=services.generation,
+        adapter=adapter,
+        answer_mode=cs.answer_mode,
+        min_confidence=cs.min_confidence,
+        max_failures=cs.max_failures,
+        generation_timeout_s=cs.generation_timeout_s,
+        k=cs.k,
+    )
+    services.components["customer_service"] = Component(
+        "customer_service",
+        "ready",
+        {"corpus": cs.corpus if cs.corpus in services.retrievers else None, "adapter": adapter,
+         "answers": "generated" if services.customer_service.generates else "retrieved"},
+    )  # fmt: skip
 
 
 def _load_generator(settings: Settings, cache: Any) -> tuple[Any, dict[str, Any]]:

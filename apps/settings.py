@@ -16,7 +16,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kgnlp.files import default_home
 
-__all__ = ["GraphSettings", "ModelSettings", "ServerSettings", "Settings", "load_settings"]
+__all__ = [
+    "AuthSettings",
+    "GraphSettings",
+    "LimitsSettings",
+    "ModelSettings",
+    "ObservabilitySettings",
+    "ServerSettings",
+    "Settings",
+    "load_settings",
+]
 
 
 class ServerSettings(BaseModel):
@@ -26,6 +35,7 @@ class ServerSettings(BaseModel):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(2_000_000, ge=1024, description="larger request bodies get 413")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: CORS off")
 
     @property
     def is_loopback(self) -> bool:
@@ -72,6 +82,76 @@ class GraphSettings(BaseModel):
     )
 
 
+class AuthSettings(BaseModel):
+    """API keys (``Authorization: Bearer kgnlp_…``); see ``apps.security``."""
+
+    enabled: bool | None = Field(None, description="default: on unless the server binds a loopback address")
+    open_read: bool = Field(False, description="let read-scope routes through without a key")
+    keys_path: Path | None = Field(None, description="the key store (SQLite); default KGNLP_HOME/keys.sqlite")
+
+    def is_enabled(self, server: ServerSettings) -> bool:
+        """Whether requests need a key, resolving the default from the bind address."""
+        return self.enabled if self.enabled is not None else not server.is_loopback
+
+
+class LimitsSettings(BaseModel):
+    """Per-key rate limits (``limits`` notation: ``120/minute``, ``10/second;1000/hour``)."""
+
+    enabled: bool = True
+    rate: str = Field("120/minute", description="default per-key limit; a key may carry its own")
+    anonymous_rate: str | None = Field(None, description="per-client-address limit for requests without a key")
+    storage_uri: str = Field("memory://", description="limits storage, e.g. redis://host:6379 for several workers")
+
+    @field_validator("rate", "anonymous_rate")
+    @classmethod
+    def _parse_rate(cls, v: str | None) -> str | None:
+        if v is not None:
+            from limits import parse_many
+
+            try:
+                parse_many(v)
+            except ValueError as e:
+                raise ValueError(f"not a rate limit like '120/minute': {v!r}") from e
+        return v
+
+
+class ObservabilitySettings(BaseModel):
+    """Metrics, logs and PII masking."""
+
+    metrics: bool = Field(True, description="serve Prometheus metrics at /metrics")
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = Field(True, description="one log line per request (route, status, duration, key id)")
+    mask_pii_logs: bool = Field(True, description="mask emails, phones, cards, IBANs, order ids in log lines")
+    mask_pii_stored: bool = Field(False, description="mask the same in texts the service stores")
+
+
+class RetrievalSettings(BaseModel):
+    """Which corpora the service loads (built by ``kgnlp index build --corpus NAME``)."""
+
+    corpora: list[str] = Field(default_factory=lambda: ["retail"])
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    token_budget: int = Field(1500, ge=50, le=32_000)
+
+
+class CustomerServiceSettings(BaseModel):
+    """The customer-service app."""
+
+    enabled: bool = True
+    corpus: str = "retail"
+    profile: Path | None = Field(None, description="company profile YAML; default data/retail/company.yaml")
+    adapter: str = Field("customer_service", description="LoRA adapter used for grounded answers when present")
+    answer_mode: Literal["auto", "generate", "retrieve"] = Field(
+        "auto", description="auto: generate with the adapter when it exists, else return the best retrieved answer"
+    )
+    min_confidence: float = Field(0.35, ge=0, le=1, description="below this intent probability, hand over")
+    max_failures: int = Field(2, ge=1, le=20)
+    generation_timeout_s: float = Field(20.0, gt=0, le=600)
+    k: int = Field(3, ge=1, le=10)
+    session_window: int = Field(8, ge=1, le=100)
+    session_ttl_s: float = Field(86_400, gt=0)
+
+
 class Settings(BaseSettings):
     """All settings; ``KGNLP_HOME``, ``KGNLP_SERVER__PORT``, ``KGNLP_MODELS__GENERATOR`` …"""
 
@@ -81,6 +161,14 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     models: ModelSettings = ModelSettings()
     graph: GraphSettings = GraphSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    customer_service: CustomerServiceSettings = CustomerServiceSettings()
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL for sessions/events/alerts; default sqlite:///KGNLP_HOME/state.sqlite"
+    )
+    auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
 
     @field_validator("home")
     @classmethod
@@ -90,6 +178,14 @@ class Settings(BaseSettings):
     @property
     def graphs_dir(self) -> Path:
         return self.graph.path or self.home / "graphs"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'state.sqlite'}"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.auth.keys_path or self.home / "keys.sqlite"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -7,6 +7,9 @@ import sys
 
 import typer
 
+from apps.cli.cs import app as cs_app
+from apps.cli.index import app as index_app
+from apps.cli.keys import app as keys_app
 from apps.cli.kg import app as kg_app
 from apps.cli.models import app as models_app
 
@@ -20,6 +23,9 @@ app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.add_typer(kg_app, name="kg")
+app.add_typer(index_app, name="index")
+app.add_typer(cs_app, name="cs")
+app.add_typer(keys_app, name="keys")
 
 
 @app.command()
@@ -38,6 +44,8 @@ def serve(
     for key, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
         if value is not None:
             os.environ[f"KGNLP_SERVER__{key}"] = str(value)
+    from apps.logging_setup import uvicorn_log_config
+
     settings = load_settings()
     uvicorn.run(
         "apps.main:app_factory",
@@ -46,6 +54,8 @@ def serve(
         port=settings.server.port,
         workers=settings.server.workers,
         log_level=log_level,
+        log_config=uvicorn_log_config(settings.observability),  # JSON lines, PII masked
+        access_log=False,  # kgnlp.access logs each request with its route template and request id
         timeout_graceful_shutdown=30,
     )
 

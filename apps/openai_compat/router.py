@@ -24,7 +24,7 @@ from apps.openai_compat.schemas import (
     Delta,
     Usage,
 )
-from kgnlp.errors import ModelUnavailableError, NotFoundError
+from kgnlp.errors import ModelUnavailableError, NotFoundError, ValidationError
 from models.generation import ChatMessage, GenerationParams
 
 __all__ = ["resolve_model", "router"]
@@ -32,6 +32,8 @@ __all__ = ["resolve_model", "router"]
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 DEFAULT_MAX_TOKENS = 256
+CS_MODEL = "customer-service"
+CS_ADAPTER = "customer_service"
 
 
 def resolve_model(services: Any, model: str, adapter: str | None) -> tuple[str, str | None]:
@@ -77,6 +79,8 @@ def list_models(services: ServicesDep) -> ModelList:
     """The base model and every ``base:adapter`` pair this service answers with."""
     created = int(services.started_at)
     ids = _model_ids(services.generator) if services.generator is not None else []
+    if getattr(services, "customer_service", None) is not None:
+        ids.append(CS_MODEL)
     return ModelList(data=[ModelCard(id=i, created=created) for i in ids])
 
 
@@ -86,7 +90,13 @@ def list_models(services: ServicesDep) -> ModelList:
     responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE chunks when stream=true"}},
 )
 async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, request: Request) -> Any:
-    """Chat completions in the OpenAI format; ``stream: true`` answers with SSE chunks and ``[DONE]``."""
+    """Chat completions in the OpenAI format; ``stream: true`` answers with SSE chunks and ``[DONE]``.
+
+    The model ``customer-service`` (or the ``customer_service`` adapter) answers through the
+    grounded customer-service pipeline; its citations and intent come in the extra ``kgnlp`` field.
+    """
+    if body.model == CS_MODEL or body.model.endswith(f":{CS_ADAPTER}") or body.adapter == CS_ADAPTER:
+        return await _customer_service(body, services)
     base, adapter = resolve_model(services, body.model, body.adapter)
     messages = [ChatMessage(m.role, m.text) for m in body.messages]
     params = GenerationParams(
@@ -146,6 +156,54 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, r
         yield chunk(Delta(), finish=finish)
         if include_usage:
             yield chunk(Delta(), usage=Usage(prompt_tokens=prompt, completion_tokens=used, total_tokens=prompt + used))
+        yield format_sse_event(data_str="[DONE]")
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _customer_service(body: ChatCompletionRequest, services: Any) -> Any:
+    """Answer the last user message through the customer-service pipeline (session = ``user``)."""
+    from dataclasses import asdict
+
+    from apps.customer_service.router import get_pipeline
+
+    pipeline = get_pipeline(services)
+    user_turns = [m.text for m in body.messages if m.role == "user" and m.text.strip()]
+    if not user_turns:
+        raise ValidationError("messages: the customer-service model needs a user message")
+    session_id = body.user or f"anon-{uuid.uuid4().hex}"
+    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def extras(result: Any) -> dict[str, Any]:
+        data = asdict(result)
+        data.pop("answer")
+        data["session_id"] = session_id
+        return data
+
+    if not body.stream:
+        result = await pipeline.answer(session_id, user_turns[-1])
+        return ChatCompletion(
+            id=completion_id,
+            created=created,
+            model=CS_MODEL,
+            choices=[Choice(message=AssistantMessage(content=result.answer), finish_reason="stop")],
+            usage=Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
+            kgnlp=extras(result),
+        )
+    result, deltas = await pipeline.stream(session_id, user_turns[-1])
+
+    def chunk(delta: Delta, finish: Any = None, extra: dict[str, Any] | None = None) -> bytes:
+        c = ChatCompletionChunk(
+            id=completion_id, created=created, model=CS_MODEL,
+            choices=[ChunkChoice(delta=delta, finish_reason=finish)], kgnlp=extra,
+        )  # fmt: skip
+        return format_sse_event(data_str=c.model_dump_json(exclude_none=True))
+
+    async def events() -> AsyncIterator[bytes]:
+        yield chunk(Delta(role="assistant", content=""))
+        async for delta in deltas:
+            yield chunk(Delta(content=delta))
+        yield chunk(Delta(), finish="stop", extra=extras(result))
         yield format_sse_event(data_str="[DONE]")
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -35,11 +35,25 @@ def service(model_home: Path, generator_path: Path, tmp_path_factory: pytest.Tem
         build_demo("finance", registry.get("finance", create=True))
     adapters = tmp_path_factory.mktemp("adapters")
     _make_adapter(generator_path, adapters / "alpha", seed=1)
+    _ensure_customer_service(model_home)
+    state = tmp_path_factory.mktemp("state") / "state.sqlite"
     settings = load_settings(
         home=model_home,
         graph={"path": graphs},
         models={"adapter_dir": adapters, "max_waiting": 4},
+        database_url=f"sqlite:///{state}",
     )
     app = create_app(settings)  # the lifespan loads the real default models
     with LiveServer(app) as live:
         yield Service(live.url, app)
+
+
+def _ensure_customer_service(home: Path) -> None:
+    """The retail corpus and intent classifier (``make test`` builds them; idempotent and fast then)."""
+    from apps.customer_service.setup import train_intents
+    from models.loading import load_sentence_embedder
+    from retrieval.corpus import build_corpus
+
+    embedder = load_sentence_embedder(home / "models" / "all-minilm-l6-v2")
+    build_corpus("retail", home, embedder)
+    train_intents(home, embedder)

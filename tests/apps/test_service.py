@@ -46,7 +46,11 @@ def test_graph_routes_answer_from_the_demo_graph(server: str) -> None:
 def test_models_list_is_openai_shaped(server: str) -> None:
     body = httpx.get(f"{server}/v1/models").json()
     assert body["object"] == "list"
-    assert [m["id"] for m in body["data"]] == ["smollm2-135m-instruct", "smollm2-135m-instruct:alpha"]
+    assert [m["id"] for m in body["data"]] == [
+        "smollm2-135m-instruct",
+        "smollm2-135m-instruct:alpha",
+        "customer-service",
+    ]
     assert all(m["object"] == "model" for m in body["data"])
 
 

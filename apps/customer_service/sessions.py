@@ -1,0 +1,183 @@
+"""Conversation memory per session id, in SQL (SQLite by default, any SQLAlchemy URL such as PostgreSQL).
+
+Keeps a window of recent turns, the slots extracted so far and a count of failed turns,
+expires idle sessions, records hand-offs for the operator, and deletes a user's data on request.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from kgnlp.errors import StoreError
+
+__all__ = ["Conversation", "SessionStore", "Turn"]
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Session(_Base):
+    __tablename__ = "cs_sessions"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float, index=True)
+    slots: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class _Turn(_Base):
+    __tablename__ = "cs_turns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("cs_sessions.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    intent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ts: Mapped[float] = mapped_column(Float)
+
+
+class _Handoff(_Base):
+    __tablename__ = "cs_handoffs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(128), index=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    ts: Mapped[float] = mapped_column(Float)
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str
+    content: str
+    intent: str | None = None
+
+
+@dataclass
+class Conversation:
+    session_id: str
+    turns: list[Turn] = field(default_factory=list)
+    slots: dict[str, str] = field(default_factory=dict)
+    failures: int = 0
+
+
+class SessionStore:
+    """SQL-backed conversation memory.
+
+    Args:
+        url: SQLAlchemy URL (``sqlite:///path.sqlite`` or ``postgresql+psycopg://…``).
+        window: turns kept in a conversation's context.
+        ttl_s: sessions idle longer than this are expired (deleted by ``expire``; ignored on read).
+    """
+
+    def __init__(self, url: str, window: int = 8, ttl_s: float = 24 * 3600) -> None:
+        self.url = url
+        self.window = window
+        self.ttl_s = ttl_s
+        self._engine: Any = None
+
+    def open(self) -> SessionStore:
+        """Connect and create tables (SQLite in WAL mode with foreign keys)."""
+        try:
+            self._engine = create_engine(self.url, future=True, pool_pre_ping=True)
+            if self._engine.dialect.name == "sqlite":
+
+                @event.listens_for(self._engine, "connect")
+                def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                    cur = dbapi_conn.cursor()
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    cur.execute("PRAGMA foreign_keys=ON")
+                    cur.execute("PRAGMA synchronous=NORMAL")
+                    cur.close()
+
+            _Base.metadata.create_all(self._engine)
+        except Exception as e:  # sqlalchemy raises many kinds; all mean "store unavailable"
+            raise StoreError(f"cannot open session store {self._safe_url()}: {e}") from e
+        return self
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def _safe_url(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:
+            return "<invalid url>"
+
+    def _session(self) -> Session:
+        if self._engine is None:
+            self.open()
+        return Session(self._engine, expire_on_commit=False)
+
+    def load(self, session_id: str) -> Conversation:
+        """The conversation so far (empty when new or expired)."""
+        with self._session() as db:
+            row = db.get(_Session, session_id)
+            if row is None or time.time() - row.updated > self.ttl_s:
+                return Conversation(session_id)
+            turns = db.scalars(
+                select(_Turn).where(_Turn.session_id == session_id).order_by(_Turn.id.desc()).limit(self.window)
+            ).all()
+            return Conversation(
+                session_id,
+                [Turn(t.role, t.content, t.intent) for t in reversed(turns)],
+                dict(row.slots or {}),
+                row.failures,
+            )
+
+    def append(self, conv: Conversation, user: str, assistant: str, intent: str | None, failed: bool) -> None:
+        """Record one exchange and the updated slots, in one transaction."""
+        now = time.time()
+        with self._session() as db, db.begin():
+            row = db.get(_Session, conv.session_id)
+            if row is None or now - row.updated > self.ttl_s:
+                if row is not None:
+                    db.execute(delete(_Turn).where(_Turn.session_id == conv.session_id))
+                    db.delete(row)
+                    db.flush()
+                row = _Session(id=conv.session_id, created=now, updated=now, slots={}, failures=0)
+                db.add(row)
+            row.updated = now
+            row.slots = json.loads(json.dumps(conv.slots))
+            row.failures = conv.failures + 1 if failed else 0
+            db.add_all(
+                [
+                    _Turn(session_id=conv.session_id, role="user", content=user, intent=intent, ts=now),
+                    _Turn(session_id=conv.session_id, role="assistant", content=assistant, intent=intent, ts=now),
+                ]
+            )
+
+    def record_handoff(self, session_id: str, reason: str, message: str) -> None:
+        with self._session() as db, db.begin():
+            db.add(_Handoff(session_id=session_id, reason=reason, message=message, ts=time.time()))
+
+    def handoffs(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._session() as db:
+            rows = db.scalars(select(_Handoff).order_by(_Handoff.id.desc()).limit(limit)).all()
+            return [{"session_id": r.session_id, "reason": r.reason, "message": r.message, "ts": r.ts} for r in rows]
+
+    def delete(self, session_id: str) -> bool:
+        """Delete everything stored about a session (turns, slots, hand-offs). True if anything existed."""
+        with self._session() as db, db.begin():
+            n = db.execute(delete(_Turn).where(_Turn.session_id == session_id)).rowcount
+            n += db.execute(delete(_Handoff).where(_Handoff.session_id == session_id)).rowcount
+            n += db.execute(delete(_Session).where(_Session.id == session_id)).rowcount
+            return bool(n)
+
+    def expire(self) -> int:
+        """Delete sessions idle longer than the TTL; returns how many."""
+        cutoff = time.time() - self.ttl_s
+        with self._session() as db, db.begin():
+            old = db.scalars(select(_Session.id).where(_Session.updated < cutoff)).all()
+            for sid in old:
+                db.execute(delete(_Turn).where(_Turn.session_id == sid))
+            db.execute(delete(_Session).where(_Session.id.in_(old)))
+            return len(old)

@@ -1,0 +1,1 @@
+"""``POST /retrieve``: cited evidence from a named corpus (dense, lexical, graph, hybrid)."""

@@ -1,0 +1,164 @@
+"""Generation speed and fidelity on this CPU: fp32 baseline vs the quantized configurations.
+
+For each configuration, in one process with the same prompts:
+  single-stream decode tokens/s and time-to-first-token (streamed), aggregate tokens/s for
+  4 concurrent requests (serialized one after another vs one static batch of 4), peak RSS,
+  greedy agreement with fp32 (exact text and token prefix), and perplexity on held-out text.
+
+    .venv/bin/python benchmarks/generation.py [--configs fp32,int8-dynamic] [--tokens 64]
+
+Ends with one summary line: speedup = best single-stream tok/s / fp32 single-stream tok/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import resource
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+warnings.filterwarnings("ignore")
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Explain in two sentences what a knowledge graph is.",
+    "How do I reset my password?",
+    "Write a short, polite reply to a customer whose order is late.",
+    "List three benefits of regular exercise.",
+    "What does a central bank do?",
+    "Summarise the plot of Romeo and Juliet in one sentence.",
+    "Give me a tip for writing clean Python code.",
+]
+
+# Held-out text for perplexity (written for this benchmark, not from any training set).
+HELD_OUT = (
+    "The shop opens at nine in the morning and closes at six in the evening. Customers who ordered "
+    "online can collect their parcels at the service desk near the entrance. If a parcel is damaged, "
+    "the staff will open a claim and send a replacement within three working days. Refunds are paid "
+    "to the original card, and the money usually arrives within a week. The company also runs a "
+    "newsletter with seasonal offers, which anyone can cancel at any time from their account page. "
+    "Last year the firm opened two new stores and hired forty people, mostly in logistics and support."
+)
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load(path: Path, config: str):  # type: ignore[no-untyped-def]
+    from models.generation import LocalGenerator
+
+    quant = "int8-dynamic" if config.startswith("int8") else "none"
+    gen = LocalGenerator.from_path(path, name=config, quantization=quant)  # type: ignore[arg-type]
+    return gen
+
+
+def perplexity(gen, text: str) -> float:  # type: ignore[no-untyped-def]
+    import torch
+
+    ids = gen.tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        loss = gen.model(input_ids=ids, labels=ids).loss
+    return math.exp(float(loss))
+
+
+def measure(gen, tokens: int) -> dict[str, float | list[str]]:  # type: ignore[no-untyped-def]
+    from models.generation import ChatMessage, GenerationParams
+
+    params = GenerationParams(max_tokens=tokens)
+    convs = [[ChatMessage("user", p)] for p in PROMPTS]
+    gen.generate(convs[0], GenerationParams(max_tokens=4))  # warm-up
+    # single stream: decode rate and time to first token, streamed like the API does
+    rates, ttfts, texts = [], [], []
+    for conv in convs:
+        t0 = time.perf_counter()
+        first = None
+        pieces = []
+        for delta in gen.stream(conv, params):
+            if first is None:
+                first = time.perf_counter() - t0
+            pieces.append(delta)
+        total = time.perf_counter() - t0
+        n = gen.count_tokens("".join(pieces))
+        rates.append(n / total)
+        ttfts.append(first or total)
+    for conv in convs:
+        texts.append(gen.generate(conv, params).text)
+    # four concurrent requests: one after another vs one static batch
+    four = convs[:4]
+    t0 = time.perf_counter()
+    serial = [gen.generate(c, params) for c in four]
+    serial_rate = sum(r.completion_tokens for r in serial) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    batched = gen.generate_batch(four, params)
+    batch_rate = sum(r.completion_tokens for r in batched) / (time.perf_counter() - t0)
+    return {
+        "tok_s": statistics.median(rates),
+        "ttft_ms": statistics.median(ttfts) * 1000,
+        "agg4_serial": serial_rate,
+        "agg4_batched": batch_rate,
+        "ppl": perplexity(gen, HELD_OUT),
+        "texts": texts,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default="fp32,int8-dynamic")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    args = ap.parse_args()
+    import torch
+
+    from kgnlp.files import default_home
+    from models.provision import ModelCache
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = ModelCache(default_home()).ensure("smollm2-135m-instruct")
+    results: dict[str, dict] = {}
+    for config in args.configs.split(","):
+        gen = load(path, config)
+        results[config] = measure(gen, args.tokens)
+        results[config]["rss_mb"] = rss_mb()
+        print(f"{config}: {results[config]['tok_s']:.1f} tok/s", file=sys.stderr, flush=True)
+        del gen
+        gc.collect()
+    ref = results["fp32"]
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(str(path))
+    print(f"\nSmolLM2-135M-Instruct, {len(PROMPTS)} prompts, greedy, {args.tokens} new tokens, "
+          f"torch threads={torch.get_num_threads()}")  # fmt: skip
+    print("| config | tok/s single | TTFT p50 ms | agg tok/s 4 serial | agg tok/s 4 batched "
+          "| peak RSS MB | same text as fp32 | token agreement | perplexity |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for config, r in results.items():
+        same = sum(a == b for a, b in zip(r["texts"], ref["texts"], strict=True)) / len(PROMPTS)
+        agree = []
+        for a, b in zip(r["texts"], ref["texts"], strict=True):
+            ta, tb = tok.encode(a), tok.encode(b)
+            prefix = next((i for i, (x, y) in enumerate(zip(ta, tb, strict=False)) if x != y), min(len(ta), len(tb)))
+            agree.append(prefix / max(1, len(tb)))
+        r["same"], r["agree"] = same, statistics.mean(agree)
+        print(f"| {config} | {r['tok_s']:.1f} | {r['ttft_ms']:.0f} | {r['agg4_serial']:.1f} | {r['agg4_batched']:.1f} "
+              f"| {r['rss_mb']:.0f} | {same:.2f} | {r['agree']:.2f} | {r['ppl']:.2f} |")  # fmt: skip
+    best = max(results, key=lambda c: results[c]["tok_s"])
+    b = results[best]
+    cmd = f".venv/bin/python benchmarks/generation.py --configs {args.configs} --tokens {args.tokens}"
+    print(f"\ncommand: {cmd}")
+    print(
+        f"best={best} fp32_tok_s={ref['tok_s']:.1f} best_tok_s={b['tok_s']:.1f} "
+        f"speedup={b['tok_s'] / ref['tok_s']:.2f} "
+        f"best_agg4_tok_s={max(b['agg4_serial'], b['agg4_batched']):.1f} ttft_ms={b['ttft_ms']:.0f} "
+        f"ppl_rise_pct={100 * (b['ppl'] / ref['ppl'] - 1):.1f} same_text={b['same']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""Graph context for a query: link entities, expand k hops, render facts with provenance.
+
+Seeds come from two sources: the entity linker (exact/fuzzy mentions in the
+query) and, when given, an ``EntityRanker`` that scores entities by embedding
+similarity to the query (name, description and example questions), which finds
+the intent behind a paraphrase that names no entity. From the seeds the graph
+yields (1) facts — relations rendered as short sentences, each with its source —
+and (2) documents attached to the seeds (``ANSWERS``/``ABOUT``/``MENTIONS`` edges),
+which the retriever maps back to indexed passages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from kgnlp.errors import KgnlpError, NotFoundError
+from retrieval.embedder import Embedder
+from retrieval.types import Evidence
+
+__all__ = ["EntityRanker", "GraphContext", "LinkerLike", "Seed", "render_fact"]
+
+log = logging.getLogger("kgnlp.retrieval")
+
+DOC_RELATIONS = ("ANSWERS", "ABOUT", "MENTIONS")
+
+
+class LinkerLike(Protocol):
+    """What graph context needs from ``kg.linking.Linker``."""
+
+    def link(self, text: str, *, min_score: float = ...) -> list[Any]:
+        """Mentions with ``entity_id`` and ``score``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """An entity the query is about, with how it was found."""
+
+    entity_id: str
+    score: float
+    method: str  # "link:<linker method>" or "embedding"
+    surface: str = ""
+
+
+def render_fact(head: str, rel_type: str, tail: str) -> str:
+    """Render a relation as a short sentence: ``("cancel order", "IN_CATEGORY", "order")`` →
+    ``"cancel order — in category → order."``.
+
+    Args:
+        head: Display name of the head entity.
+        rel_type: Relation type (``UPPER_SNAKE`` or free text).
+        tail: Display name of the tail entity.
+
+    Returns:
+        The sentence.
+    """
+    verb = rel_type.replace("_", " ").strip().lower()
+    return f"{head} — {verb} → {tail}."
+
+
+class EntityRanker:
+    """Scores graph entities against a query by embedding similarity.
+
+    Each entity is represented by its name, description and (when present) the
+    ``examples`` attribute (example questions), each embedded separately; an
+    entity's score is its best-matching representation.
+
+    Args:
+        entities: The candidate entities (e.g. intents and categories).
+        embedder: The embedder (the same one as the dense index is fine).
+    """
+
+    def __init__(self, entities: Iterable[Any], embedder: Embedder) -> None:
+        self.embedder = embedder
+        self._entities = list(entities)
+        self._matrix: np.ndarray | None = None
+        self._owner: np.ndarray | None = None
+
+    def _ensure(self) -> None:
+        if self._matrix is not None:
+            return
+        texts: list[str] = []
+        owner: list[int] = []
+        for i, e in enumerate(self._entities):
+            name = e.display_name() if hasattr(e, "display_name") else str(e.name or e.id)
+            reps = [name, f"{name}. {e.description}".strip()]
+            ex = (e.attributes or {}).get("examples")
+            if isinstance(ex, list):
+                reps += [str(x) for x in ex if isinstance(x, str) and x.strip()]
+            for r in dict.fromkeys(reps):
+                texts.append(r)
+                owner.append(i)
+        self._matrix = self.embedder.embed(texts) if texts else np.zeros((0, 1), np.float32)
+        self._owner = np.asarray(owner, dtype=np.int64)
+
+    def rank(self, query: str, k: int = 3, *, query_vector: np.ndarray | None = None) -> list[tuple[str, float]]:
+        """Return the ``k`` best entities for ``query``.
+
+        Args:
+            query: Free text.
+            k: How many entities.
+            query_vector: The query's embedding when the caller has it already.
+
+        Returns:
+            ``[(entity_id, cosine), ...]``, best first.
+        """
+        self._ensure()
+        assert self._matrix is not None and self._owner is not None
+        if not len(self._owner) or k < 1:
+            return []
+        q = query_vector if query_vector is not None else self.embedder.embed([query])[0]
+        sims = self._matrix @ q
+        best = np.full(len(self._entities), -np.inf, dtype=np.float32)
+        np.maximum.at(best, self._owner, sims)
+        top = np.argsort(-best, kind="stable")[:k]
+        return [(self._entities[i].id, float(best[i])) for i in top if np.isfinite(best[i])]
+
+
+@dataclass(slots=True)
+class GraphHits:
+    """What the graph contributes to one query."""
+
+    seeds: list[Seed] = field(default_factory=list)
+    facts: list[Evidence] = field(default_factory=list)
+    documents: list[tuple[str, float]] = field(default_factory=list)  # (document entity id, score)
+
+
+class GraphContext:
+    """Link a query to graph entities and collect facts and documents around them.
+
+    Args:
+        store: A ``kg.store.GraphStore``.
+        linker: A ``kg.linking.Linker`` over the same graph (or anything with ``link(text)``).
+        entity_ranker: Optional embedding-similarity ranker adding seeds the linker misses.
+        hops: Neighbourhood radius for facts (1-3).
+        max_facts: Facts kept per query.
+        max_seeds: Seeds kept per query.
+        min_link_score: Linker confidence threshold.
+        min_similarity: Cosine threshold for embedding seeds.
+        doc_type: Entity type of documents (never rendered as facts).
+        doc_relations: Relation types that attach documents to entities.
+        vote_types: Entity types that retrieved documents vote for (see :meth:`collect`);
+            ``None`` means every non-document type.
+        graph: Name of the graph (recorded in provenance).
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        linker: LinkerLike | None,
+        *,
+        entity_ranker: EntityRanker | None = None,
+        hops: int = 1,
+        max_facts: int = 6,
+        max_seeds: int = 3,
+        min_link_score: float = 0.6,
+        min_similarity: float = 0.35,
+        doc_type: str = "Document",
+        doc_relations: Sequence[str] = DOC_RELATIONS,
+        vote_types: Sequence[str] | None = None,
+        graph: str = "",
+    ) -> None:
+        self.store = store
+        self.linker = linker
+        self.entity_ranker = entity_ranker
+        self.hops = hops
+        self.max_facts = max_facts
+        self.max_seeds = max_seeds
+        self.min_link_score = min_link_score
+        self.min_similarity = min_similarity
+        self.doc_type = doc_type
+        self.doc_relations = tuple(doc_relations)
+        self.vote_types = tuple(vote_types) if vote_types is not None else None
+        self.graph = graph
+        self._doc_entities: dict[str, list[str]] = {}
+
+    def entities_of(self, doc_id: str) -> list[str]:
+        """Entities a document is attached to (``ANSWERS``/``ABOUT``/``MENTIONS`` out-edges), cached.
+
+        Args:
+            doc_id: The document's entity id.
+
+        Returns:
+            Entity ids of ``vote_types`` (empty when the document is not in the graph).
+        """
+        got = self._doc_entities.get(doc_id)
+        if got is not None:
+            return got
+        try:
+            sub = self.store.neighbors(doc_id, hops=1, relation_types=self.doc_relations, direction="out", limit=50)
+            got = [
+                e.id
+                for e in sub.entities.values()
+                if e.id != doc_id and e.type != self.doc_type and (self.vote_types is None or e.type in self.vote_types)
+            ]
+        except NotFoundError:
+            got = []
+        except KgnlpError as e:
+            log.warning("graph lookup of %s failed: %s", doc_id, e)
+            return []
+        if len(self._doc_entities) < 1_000_000:
+            self._doc_entities[doc_id] = got
+        return got
+
+    def votes(self, hit_docs: Sequence[str], k0: float = 5.0) -> list[Seed]:
+        """Entities voted for by retrieved documents: ``Σ 1/(k0 + rank)`` over the hits attached to each.
+
+        Args:
+            hit_docs: Document ids retrieved for the query, best first.
+            k0: Rank damping (as in reciprocal-rank fusion).
+
+        Returns:
+            Seeds with their vote share (0-1), best first.
+        """
+        score: dict[str, float] = {}
+        for rank, d in enumerate(hit_docs, start=1):
+            for eid in self.entities_of(d):
+                score[eid] = score.get(eid, 0.0) + 1.0 / (k0 + rank)
+        total = sum(score.values()) or 1.0
+        ranked = sorted(score.items(), key=lambda kv: -kv[1])
+        return [Seed(eid, s / total, "votes") for eid, s in ranked]
+
+    def seeds(self, query: str, *, query_vector: np.ndarray | None = None) -> list[Seed]:
+        """Entities the query is about: linked mentions first, then embedding neighbours.
+
+        Args:
+            query: Free text.
+            query_vector: The query embedding, if already computed.
+
+        Returns:
+            At most ``max_seeds`` seeds, best first, without duplicates.
+        """
+        found: dict[str, Seed] = {}
+        if self.linker is not None:
+            for m in self.linker.link(query, min_score=self.min_link_score):
+                if m.entity_id not in found:
+                    found[m.entity_id] = Seed(
+                        m.entity_id, float(m.score), f"link:{getattr(m, 'method', '')}", getattr(m, "surface", "")
+                    )
+        if self.entity_ranker is not None:
+            for eid, sim in self.entity_ranker.rank(query, self.max_seeds, query_vector=query_vector):
+                if sim >= self.min_similarity and eid not in found:
+                    found[eid] = Seed(eid, sim, "embedding")
+        # linked mentions are exact evidence; embedding seeds follow, best first
+        ordered = sorted(found.values(), key=lambda s: (not s.method.startswith("link"), -s.score))
+        return ordered[: self.max_seeds]
+
+    def collect(
+        self,
+        query: str,
+        *,
+        query_vector: np.ndarray | None = None,
+        max_documents: int = 200,
+        hit_docs: Sequence[str] | None = None,
+    ) -> GraphHits:
+        """Seeds, rendered facts and attached documents for ``query``.
+
+        Args:
+            query: Free text.
+            query_vector: The query embedding, if already computed.
+            max_documents: Cap on documents returned.
+            hit_docs: Documents another retriever found (best first); when given, the
+                entities they are attached to are voted on and the winners lead the seeds.
+
+        Returns:
+            The graph hits (empty when nothing links).
+        """
+        seeds = self.seeds(query, query_vector=query_vector)
+        if hit_docs:
+            voted = self.votes(hit_docs)[: self.max_seeds]
+            have = {s.entity_id for s in voted}
+            seeds = (voted + [s for s in seeds if s.entity_id not in have])[: self.max_seeds]
+        hits = GraphHits(seeds=seeds)
+        seen_facts: set[tuple[str, str, str]] = set()
+        docs: dict[str, float] = {}
+        for rank, seed in enumerate(hits.seeds):
+            try:
+                sub = self.store.neighbors(seed.entity_id, hops=self.hops, limit=max(50, max_documents))
+            except NotFoundError:
+                continue
+            except KgnlpError as e:  # a broken graph must not break passage retrieval
+                log.warning("graph expansion of %s failed: %s", seed.entity_id, e)
+                continue
+            weight = seed.score / (1 + rank)
+            for r in sub.relations:
+                head, tail = sub.entities.get(r.head), sub.entities.get(r.tail)
+                if head is None or tail is None:
+                    continue
+                if r.type in self.doc_relations and head.type == self.doc_type and seed.entity_id == r.tail:
+                    docs[head.id] = max(docs.get(head.id, 0.0), weight)
+                    continue
+                if self.doc_type in (head.type, tail.type) or r.key in seen_facts:
+                    continue
+                seen_facts.add(r.key)
+                hits.facts.append(
+                    Evidence(
+                        kind="fact",
+                        text=render_fact(head.display_name(), r.type, tail.display_name()),
+                        score=weight,
+                        source_id="|".join(r.key),
+                        metadata={
+                            "head": r.head,
+                            "relation": r.type,
+                            "tail": r.tail,
+                            "source": r.source or head.source,
+                            "graph": self.graph,
+                            "seed": seed.entity_id,
+                            "seed_method": seed.method,
+                        },
+                    )
+                )
+        hits.facts = hits.facts[: self.max_facts]
+        hits.documents = sorted(docs.items(), key=lambda kv: -kv[1])[:max_documents]
+        return hits
