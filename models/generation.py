@@ -98,16 +98,16 @@ class LocalGenerator:
         max_adapters: int = 4,
     ) -> LocalGenerator:
         """Load a base model (optionally int8) and register the adapters found in ``adapter_dir``."""
-        from models.loading import load_causal_lm, quantize_int8_dynamic
+        from models.loading import load_causal_lm, quantize
 
         model, tokenizer = load_causal_lm(path)
-        if quantization == "int8-dynamic":
-            model, _ = quantize_int8_dynamic(model)
+        if quantization != "none":
+            model = quantize(model, quantization)
             adapters = AdapterSet(
                 model,
                 max_loaded=max_adapters,
                 rebuild=lambda: load_causal_lm(path)[0],
-                quantize=lambda m: quantize_int8_dynamic(m)[0],
+                quantize=lambda m: quantize(m, quantization),
             )
         else:
             adapters = AdapterSet(model, max_loaded=max_adapters)

@@ -96,8 +96,9 @@ def test_merge_and_export_equals_unmerged(
     assert not (merged_dir / "adapter_config.json").exists()
 
 
-def test_int8_base_takes_adapters(generator_path: Path, adapter_dir: Path) -> None:
-    q = LocalGenerator.from_path(generator_path, name="q", quantization="int8-dynamic", adapter_dir=adapter_dir)
+@pytest.mark.parametrize("quantization", ["int8-weight", "int8-dynamic"])
+def test_int8_base_takes_adapters(generator_path: Path, adapter_dir: Path, quantization: str) -> None:
+    q = LocalGenerator.from_path(generator_path, name="q", quantization=quantization, adapter_dir=adapter_dir)  # type: ignore[arg-type]
     base = q.generate(Q, P).text
     alpha = q.generate(Q, P, adapter="alpha").text
     assert alpha != base
