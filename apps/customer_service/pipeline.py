@@ -222,19 +222,45 @@ class CustomerServicePipeline:
         async def deltas() -> AsyncIterator[str]:
             if result.mode != "handoff" and evidence and self.generates:
                 params = GenerationParams(max_tokens=self.max_tokens)
+                pieces: list[str] = []
+                pending = ""
                 try:
-                    pieces: list[str] = []
-                    async for d in self.generation.stream(self._prompt(conv, message, evidence), params, self.adapter):
-                        pieces.append(d)
-                    text = self.profile.fill("".join(pieces).strip(), result.slots)
-                    if text:
-                        result.answer, result.mode = text, "generated"
+                    prompt = self._prompt(conv, message, evidence)
+                    async for d in self.generation.stream(prompt, params, self.adapter):
+                        pending += d
+                        ready, pending = _split_at_open_placeholder(pending)
+                        if ready:
+                            text = self.profile.fill(ready, result.slots)
+                            pieces.append(text)
+                            yield text
+                    if pending:
+                        text = self.profile.fill(pending, result.slots)
+                        pieces.append(text)
+                        yield text
+                    result.answer, result.mode = "".join(pieces).strip(), "generated"
+                    await self.finish(conv, message, result)
+                    return
                 except (OverloadedError, KgnlpError):
+                    if pieces:  # part of an answer was sent: keep it, and say it was cut
+                        result.answer, result.mode = "".join(pieces).strip(), "generated"
+                        result.fallback, result.fallback_reason = True, "generator_error"
+                        await self.finish(conv, message, result)
+                        return
                     result.fallback, result.fallback_reason = True, "overloaded"
-            # placeholders are filled on the whole text, so the stream is chunked after filling
+            # retrieved answers and hand-offs: already complete, sent in small chunks
             words = result.answer.split(" ")
             for i in range(0, len(words), 4):
                 yield " ".join(words[i : i + 4]) + (" " if i + 4 < len(words) else "")
             await self.finish(conv, message, result)
 
         return result, deltas()
+
+
+def _split_at_open_placeholder(text: str) -> tuple[str, str]:
+    """Split streamed text into what can be sent now and a tail that may still become a placeholder."""
+    start = text.rfind("{{")
+    if start != -1 and text.find("}}", start) == -1:
+        return text[:start], text[start:]
+    if text.endswith("{"):
+        return text[:-1], "{"
+    return text, ""

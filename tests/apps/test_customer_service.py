@@ -182,3 +182,16 @@ def test_chat_page_is_served(service: Any) -> None:
     r = httpx.get(f"{service.url}/chat")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     assert "/v1/chat/completions" in r.text and "customer-service" in r.text
+
+
+def test_streamed_placeholders_are_filled_even_when_split_across_deltas() -> None:
+    from apps.customer_service.pipeline import _split_at_open_placeholder
+
+    pieces = ["Call us on {", "{Customer Support ", "Phone Number}} or use {{Live", " Chat}}."]
+    out, pending = [], ""
+    for p in pieces:
+        ready, pending = _split_at_open_placeholder(pending + p)
+        out.append(PROFILE.fill(ready))
+    out.append(PROFILE.fill(pending))
+    text = "".join(out)
+    assert text == "Call us on +1 (555) 010-0199 or use Live Chat (bottom-right corner of every page)."
