@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.state.services = services
     install_error_handlers(app)
 
+    from apps.admin import router as admin_router
     from apps.customer_service.router import router as cs_router
     from apps.graph.router import router as graph_router
     from apps.health import router as health_router
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(retrieve_router)
     app.include_router(graph_router)
     app.include_router(keys_router)
+    app.include_router(admin_router)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
     install_security(app, settings)  # API keys + rate limits, then CORS outside them

@@ -109,3 +109,22 @@ def test_client_disconnect_stops_generation(service: Any) -> None:
     while queue.depth and time.time() < deadline:
         time.sleep(0.05)
     assert queue.depth == 0, "decoding went on after the client left"
+
+
+def test_admin_hot_loads_and_unloads_adapters(service: Any, generator_path: Any, tmp_path: Any) -> None:
+    from tests.models.test_adapters import _make_adapter
+
+    url = f"{service.url}/admin/adapters"
+    assert httpx.get(url).json()["available"] == ["alpha"]
+    path = _make_adapter(generator_path, tmp_path / "delta", seed=4)
+    r = httpx.post(url, json={"name": "delta", "path": str(path)}, timeout=120)
+    assert r.status_code == 201 and "delta" in r.json()["loaded"]
+    ids = [m["id"] for m in httpx.get(f"{service.url}/v1/models").json()["data"]]
+    assert f"{BASE}:delta" in ids
+    body = {"model": f"{BASE}:delta", "messages": Q, "max_tokens": 6}
+    assert httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=60).status_code == 200
+    assert httpx.delete(f"{url}/delta").json()["available"] == ["alpha"]
+    assert httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=60).status_code == 404
+    bad = httpx.post(url, json={"name": "x", "path": str(tmp_path)})
+    assert bad.status_code == 404 and "adapter_config.json" in bad.json()["error"]["message"]
+    assert httpx.delete(f"{url}/nope").status_code == 404

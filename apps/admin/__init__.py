@@ -1,0 +1,3 @@
+from apps.admin.adapters import router
+
+__all__ = ["router"]
