@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from fastapi import Path as PathParam
@@ -37,7 +37,7 @@ def _state(generator: object) -> AdapterState:
     return AdapterState(available=adapters.available(), loaded=adapters.loaded(), max_loaded=adapters.max_loaded)
 
 
-def _local_adapters(generator: object):  # type: ignore[no-untyped-def]
+def _local_adapters(generator: object) -> Any:
     from kgnlp.errors import ValidationError
 
     adapters = getattr(generator, "adapters", None)

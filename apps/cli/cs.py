@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -15,7 +16,7 @@ app = typer.Typer(help="Customer service: set-up (intent classifier) and a one-s
 HomeOption = typer.Option(None, "--home", envvar="KGNLP_HOME", help="kgnlp home (default ~/.cache/kgnlp)")
 
 
-def _embedder(home: Path):  # type: ignore[no-untyped-def]
+def _embedder(home: Path) -> Any:
     from models.loading import load_sentence_embedder
     from models.provision import ModelCache
 

@@ -59,8 +59,8 @@ def ingest(
             rep = ingest_path(
                 store,
                 path,
-                format,
-                create_missing=create_missing,  # type: ignore[arg-type]
+                format,  # type: ignore[arg-type]  # typer validates the choice
+                create_missing=create_missing,
                 source=source,
                 progress=progress,
             )
@@ -143,8 +143,8 @@ def search(
             hits = reg.get(graph).find(q, mode="contains", limit=limit)
     except KgnlpError as e:
         raise _fail(e) from e
-    for e in hits:
-        typer.echo(f"{e.id}\t{e.type}\t{e.display_name()}")
+    for hit in hits:
+        typer.echo(f"{hit.id}\t{hit.type}\t{hit.display_name()}")
 
 
 @app.command()
@@ -245,7 +245,7 @@ def train_embeddings(
                 model,
                 graph=graph,
                 text_encoder=encoder(),
-                dim=dim,  # type: ignore[arg-type]
+                dim=dim,
                 train_options=opts,
                 seed=seed,
                 progress=progress,

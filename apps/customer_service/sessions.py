@@ -167,9 +167,14 @@ class SessionStore:
     def delete(self, session_id: str) -> bool:
         """Delete everything stored about a session (turns, slots, hand-offs). True if anything existed."""
         with self._session() as db, db.begin():
-            n = db.execute(delete(_Turn).where(_Turn.session_id == session_id)).rowcount
-            n += db.execute(delete(_Handoff).where(_Handoff.session_id == session_id)).rowcount
-            n += db.execute(delete(_Session).where(_Session.id == session_id)).rowcount
+            n = 0
+            for stmt in (
+                delete(_Turn).where(_Turn.session_id == session_id),
+                delete(_Handoff).where(_Handoff.session_id == session_id),
+                delete(_Session).where(_Session.id == session_id),
+            ):
+                result: Any = db.execute(stmt)
+                n += result.rowcount
             return bool(n)
 
     def expire(self) -> int:
