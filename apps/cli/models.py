@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kgnlp.files import default_home
+from models.provision import ModelCache
 
 __all__ = ["app"]
 
@@ -19,8 +20,7 @@ console = Console(stderr=True)
 HomeOption = typer.Option(None, "--home", envvar="KGNLP_HOME", help="cache root (default ~/.cache/kgnlp)")
 
 
-def _cache(home: Path | None):  # type: ignore[no-untyped-def]
-    from models.provision import ModelCache
+def _cache(home: Path | None) -> ModelCache:
 
     return ModelCache(home or default_home(), report=lambda msg: console.print(f"[dim]•[/dim] {msg}"))
 
