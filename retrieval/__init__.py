@@ -8,7 +8,7 @@ from retrieval.corpus import Corpus, as_embedder, build_corpus, corpus_dir, load
 from retrieval.embedder import Embedder, EmbeddingCache, SentenceEmbedder
 from retrieval.evaluate import evaluate_rankings, mrr_at_k, ndcg_at_k, recall_at_k
 from retrieval.fusion import rrf, weighted
-from retrieval.graph_context import EntityRanker, GraphContext, render_fact
+from retrieval.graph_context import EntityRanker, ExampleVoter, GraphContext, render_fact
 from retrieval.lexical import BM25Index
 from retrieval.retriever import MODES, Retriever, RetrieverConfig
 from retrieval.types import Document, Evidence, Hit, Mode, Passage
@@ -25,6 +25,7 @@ __all__ = [
     "EntityRanker",
     "Evidence",
     "ExactIndex",
+    "ExampleVoter",
     "FaissIndex",
     "GraphContext",
     "Hit",

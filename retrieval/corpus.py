@@ -31,7 +31,7 @@ from kgnlp.errors import ConfigurationError, NotFoundError, StoreError, Validati
 from kgnlp.files import atomic_dir, sha256_file
 from retrieval.chunking import chunk_documents
 from retrieval.embedder import Embedder, EmbeddingCache, SentenceEmbedder
-from retrieval.graph_context import EntityRanker, GraphContext
+from retrieval.graph_context import EntityRanker, ExampleVoter, GraphContext
 from retrieval.lexical import BM25Index
 from retrieval.retriever import Retriever, RetrieverConfig
 from retrieval.types import Document, Passage
@@ -498,13 +498,17 @@ def build_corpus(
 
 
 def graph_context_for(name: str, store: Any, linker: Any, embedder: Embedder) -> GraphContext:
-    """The graph context a corpus uses: linker seeds plus embedding seeds over its seed types."""
+    """The graph context a corpus uses: linker seeds, embedding seeds over its seed types and,
+    where the graph stores example texts for its vote types (intent examples, the questions
+    its documents answer), k-NN voting over those examples."""
     ranker = None
     types = SEED_TYPES.get(name)
     if types:
         ents = [e for t in types for e in store.find(type=t, limit=10_000)]
         ranker = EntityRanker(ents, embedder) if ents else None
-    return GraphContext(store, linker, entity_ranker=ranker, vote_types=VOTE_TYPES.get(name), graph=name)
+    vote_types = VOTE_TYPES.get(name)
+    voter = ExampleVoter.from_store(store, embedder, entity_types=vote_types) if vote_types else None
+    return GraphContext(store, linker, entity_ranker=ranker, example_voter=voter, vote_types=vote_types, graph=name)
 
 
 def load_retriever(
