@@ -121,7 +121,8 @@ class CustomerServicePipeline:
     def _evidence(self, message: str, intent: str) -> list[Any]:
         if self.retriever is None:
             return []
-        hits = self.retriever.retrieve(message, self.k * 3, "hybrid")
+        modes = getattr(self.retriever, "modes", ("hybrid",))
+        hits = self.retriever.retrieve(message, self.k * 3, "hybrid+graph" if "hybrid+graph" in modes else "hybrid")
         passages = [e for e in hits if e.kind == "passage"]
         # prefer documents of the predicted intent: the classifier sees the whole utterance
         same = [e for e in passages if e.metadata.get("intent") == intent]
