@@ -1,0 +1,62 @@
+"""Distributed training helpers: launch commands and model-parallel loading.
+
+``models.finetune.finetune`` is written against ``accelerate.Accelerator``; the same config
+runs unchanged under a launcher:
+
+- one machine, N GPUs (DDP): ``accelerate launch --multi_gpu --num_processes N -m models.finetune_main CONFIG``
+  or ``torchrun --nproc_per_node N -m models.finetune_main CONFIG``
+- FSDP (sharded; ``--fsdp_sharding_strategy HYBRID_SHARD`` shards within a node, replicates across):
+  ``accelerate launch --use_fsdp --fsdp_sharding_strategy FULL_SHARD --num_processes N -m models.finetune_main CONFIG``
+- several machines: add ``--num_machines M --machine_rank R --main_process_ip HOST --main_process_port 29500``
+  (or ``torchrun --nnodes M --node_rank R --rdzv_endpoint HOST:29500``).
+- CPU only (tests): ``torchrun --nproc_per_node 2`` uses the gloo backend.
+
+``batch_size`` is per process: the global batch is ``batch_size × processes × grad_accum``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["launch_command", "load_model_parallel"]
+
+
+def launch_command(config: Path, processes: int, fsdp: bool = False, launcher: str = "accelerate") -> list[str]:
+    """The command line that runs ``config`` on ``processes`` workers of this machine.
+
+    Args:
+        config: run config YAML.
+        processes: worker processes (GPUs, or CPU processes with gloo).
+        fsdp: shard parameters/gradients/optimizer state (FSDP full shard) instead of DDP.
+        launcher: ``"accelerate"`` or ``"torchrun"``.
+
+    Returns:
+        argv for ``subprocess.run``.
+    """
+    entry = ["-m", "models.finetune_main", str(config)]
+    if launcher == "torchrun":
+        return ["torchrun", f"--nproc_per_node={processes}", *entry]
+    cmd = ["accelerate", "launch", "--num_processes", str(processes)]
+    if fsdp:
+        cmd += ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD"]
+    elif processes > 1:
+        cmd += ["--multi_gpu"]
+    return [*cmd, *entry]
+
+
+def load_model_parallel(path: Path, kind: str = "causal", max_memory: dict[Any, str] | None = None) -> Any:
+    """Load a model too large for one device, split layer-wise over the GPUs (and CPU) by ``device_map``.
+
+    Args:
+        path: model folder.
+        kind: ``"causal"`` or ``"classify"``.
+        max_memory: per-device caps, e.g. ``{0: "20GiB", 1: "20GiB", "cpu": "64GiB"}``.
+
+    Returns:
+        The model; ``model.hf_device_map`` shows the placement.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    cls = AutoModelForCausalLM if kind == "causal" else AutoModelForSequenceClassification
+    return cls.from_pretrained(str(path), device_map="auto", max_memory=max_memory)

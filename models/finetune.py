@@ -1,0 +1,498 @@
+"""Fine-tuning: one ``RunConfig`` → one run directory.
+
+A compact training loop on ``accelerate.Accelerator`` so the same entry point runs on one
+CPU, one GPU (mixed precision), or under ``accelerate launch``/``torchrun`` (DDP, FSDP).
+
+Run directory::
+
+    config.yaml          the validated config (+ resolved_model)
+    labels.json          classify only: label order
+    metrics.json         best validation + test metrics, timings, parameter counts
+    epochs.jsonl         one line per evaluation
+    checkpoints/step-N/  accelerate state + trainer.json (atomic; resume picks the latest)
+    tensorboard/         SummaryWriter logs (when the tensorboard package is installed)
+    model/ | adapter/    full weights, or the peft adapter (+ tokenizer)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kgnlp.errors import ConfigurationError
+from kgnlp.files import atomic_dir, atomic_write_json, atomic_write_text
+from models.config import RunConfig
+
+__all__ = ["FGM", "finetune"]
+
+
+@dataclass
+class _State:
+    """What a checkpoint records besides the accelerate state."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best: float | None = None
+    bad_evals: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class FGM:
+    """Fast Gradient Method: an adversarial step on the word-embedding matrix.
+
+    After the clean backward pass, ``attack()`` adds ``epsilon * g / ||g||`` to the
+    embedding weights, the caller runs a second forward/backward, then ``restore()``.
+    """
+
+    def __init__(self, embeddings: Any, epsilon: float) -> None:
+        self.weight = embeddings.weight
+        self.epsilon = epsilon
+        self._backup: Any = None
+
+    def attack(self) -> bool:
+        import torch
+
+        grad = self.weight.grad
+        if grad is None:
+            return False
+        norm = torch.linalg.vector_norm(grad)
+        if not torch.isfinite(norm) or norm == 0:
+            return False
+        self._backup = self.weight.data.clone()
+        self.weight.data.add_(self.epsilon * grad / norm)
+        return True
+
+    def restore(self) -> None:
+        if self._backup is not None:
+            self.weight.data = self._backup
+            self._backup = None
+
+
+def _seed_all(seed: int) -> None:
+    from accelerate.utils import set_seed
+
+    random.seed(seed)
+    set_seed(seed)
+
+
+def _splits(cfg: RunConfig) -> tuple[Any, Any, Any]:
+    """Train/validation/test ``LabelledSet``s (or chat lists for SFT)."""
+    from models.data import load_chat, load_labelled, stratified_split
+
+    d = cfg.data
+    train: Any
+    val: Any
+    test: Any
+    if cfg.task == "sft":
+        train = load_chat(d.train, d.messages_field)
+        val = load_chat(d.validation, d.messages_field) if d.validation else []
+        if not val and d.val_fraction > 0 and len(train) >= 10:
+            rng = random.Random(d.split_seed)
+            idx = list(range(len(train)))
+            rng.shuffle(idx)
+            n = max(1, round(len(train) * d.val_fraction))
+            val, train = [train[i] for i in idx[:n]], [train[i] for i in idx[n:]]
+        return train[: d.max_train_rows] if d.max_train_rows else train, val, []
+    full = load_labelled(d.train, d.text_field, d.label_field)
+    val = load_labelled(d.validation, d.text_field, d.label_field) if d.validation else None
+    test = load_labelled(d.test, d.text_field, d.label_field) if d.test else None
+    fracs = [] if val else [d.val_fraction]
+    fracs += [] if test else [d.test_fraction]
+    parts = stratified_split(full.labels, fracs, d.split_seed)
+    train = full.subset(parts[0])
+    k = 1
+    if val is None:
+        val, k = full.subset(parts[k]), k + 1
+    if test is None:
+        test = full.subset(parts[k])
+    if d.max_train_rows and len(train) > d.max_train_rows:
+        keep = stratified_split(train.labels, [1 - d.max_train_rows / len(train)], d.split_seed)[0]
+        train = train.subset(keep)
+    return train, val, test
+
+
+def _optimizer(model: Any, cfg: RunConfig) -> Any:
+    import torch
+
+    decay, no_decay, head = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if cfg.train.head_lr and any(h in name for h in ("classifier", "score")):
+            head.append(p)
+        elif p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.train.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if head:
+        groups.append({"params": head, "weight_decay": cfg.train.weight_decay, "lr": cfg.train.head_lr})
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.train.lr)
+
+
+def _mixed_precision(choice: str) -> str:
+    import torch
+
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _latest_checkpoint(ckpt_root: Path) -> Path | None:
+    steps = [p for p in ckpt_root.glob("step-*") if p.is_dir() and (p / "trainer.json").is_file()]
+    return max(steps, key=lambda p: int(p.name.split("-")[1])) if steps else None
+
+
+def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train as configured and write the run directory.
+
+    Args:
+        cfg: the validated run config.
+        resume: continue from the latest checkpoint in ``output_dir`` when there is one.
+        log: where progress lines go (main process only).
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    import numpy as np
+    import torch
+    import yaml
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    from models.methods import apply_method, count_parameters, qlora_load_kwargs
+
+    t = cfg.train
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # also what makes accelerate pick gloo DDP under torchrun on CPU
+        mixed_precision=_mixed_precision(t.mixed_precision),
+        gradient_accumulation_steps=t.grad_accum,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    main = accelerator.is_main_process
+    _seed_all(t.seed)
+    run_dir = Path(cfg.output_dir)
+    model_path = cfg.model_path()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dumped = json.loads(cfg.model_dump_json())
+        dumped["resolved_model"] = str(model_path.resolve())
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(dumped, sort_keys=False))
+
+    train, val, test = _splits(cfg)
+    load_kwargs = qlora_load_kwargs() if cfg.method.kind == "qlora" else {}
+    rng = random.Random(t.seed)
+
+    if cfg.task == "classify":
+        from models.classify import build_sequence_classifier
+
+        labels = cfg.labels or sorted(set(train.labels) | set(val.labels) | set(test.labels))
+        unknown = (set(train.labels) | set(val.labels) | set(test.labels)) - set(labels)
+        if unknown:
+            raise ConfigurationError(f"labels: data has labels not in the configured list: {sorted(unknown)[:5]}")
+        lab2id = {x: i for i, x in enumerate(labels)}
+        model, tokenizer = build_sequence_classifier(model_path, labels, t.dropout, **load_kwargs)
+        y_train = [lab2id[x] for x in train.labels]
+        teacher = None
+        if cfg.distill is not None:
+            from models.distill import cached_teacher_logits
+
+            teacher = torch.from_numpy(cached_teacher_logits(cfg.distill.teacher, train.texts, run_dir / "cache"))
+        weight = None
+        if t.class_weights == "balanced":
+            counts = np.bincount(y_train, minlength=len(labels)).astype(np.float64)
+            weight = torch.tensor(len(y_train) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32)
+        if main:
+            atomic_write_json(run_dir / "labels.json", labels)
+
+        def collate(idx: list[Any]) -> dict[str, Any]:
+            from models.data import augment_text
+
+            texts = [train.texts[i] for i in idx]
+            if t.augment != "none":
+                texts = [augment_text(x, t.augment, t.augment_prob, rng) for x in texts]
+            enc = tokenizer(texts, truncation=True, max_length=t.max_len, padding=True, return_tensors="pt")
+            enc["labels"] = torch.tensor([y_train[i] for i in idx])
+            enc["idx"] = torch.tensor(idx)
+            return dict(enc)
+
+        train_items: list[Any] = list(range(len(train)))
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from models.data import tokenize_chat
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(str(model_path), **load_kwargs)
+        labels, weight, teacher = [], None, None
+        train_items = [tokenize_chat(tokenizer, m, t.max_len) for m in train]
+        val_items = [tokenize_chat(tokenizer, m, t.max_len) for m in val]
+
+        def collate(items: list[Any]) -> dict[str, Any]:  # type: ignore[misc]
+            n = max(len(ids) for ids, _ in items)
+            pad = tokenizer.pad_token_id
+            ids = torch.tensor([x + [pad] * (n - len(x)) for x, _ in items])
+            lab = torch.tensor([y + [-100] * (n - len(y)) for _, y in items])
+            att = torch.tensor([[1] * len(x) + [0] * (n - len(x)) for x, _ in items])
+            return {"input_ids": ids, "attention_mask": att, "labels": lab}
+
+    n_train = len(train_items)
+    batch_size: int = t.batch_size
+    train_collate: Callable[[list[Any]], dict[str, Any]] = collate
+    if t.group_by_length:
+        texts = train.texts if cfg.task == "classify" else None
+        train_items, batch_size = _length_groups(train_items, t.batch_size, t.seed, texts), 1
+
+        def grouped(groups: list[Any]) -> dict[str, Any]:
+            return collate([x for g in groups for x in g])
+
+        train_collate = grouped
+
+    steps_per_epoch = math.ceil(len(train_items) / (batch_size * accelerator.num_processes * t.grad_accum))
+    total_steps = t.max_steps or max(1, math.ceil(steps_per_epoch * t.epochs))
+    model = apply_method(model, cfg.method, cfg.task, total_steps)
+    trainable, total = count_parameters(model)
+    embeddings = model.get_input_embeddings() if t.fgm_epsilon > 0 else None
+    if embeddings is not None and not embeddings.weight.requires_grad:
+        embeddings.weight.requires_grad_(True)  # FGM needs the gradient; the step below does not update it
+    optimizer = _optimizer(model, cfg)
+    scheduler = get_scheduler(t.scheduler, optimizer, round(t.warmup_ratio * total_steps), total_steps)
+    loader: Any = DataLoader(
+        train_items,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=train_collate,
+    )
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    fgm = FGM(accelerator.unwrap_model(model).get_input_embeddings(), t.fgm_epsilon) if embeddings is not None else None
+
+    def loss_of(batch: dict[str, Any]) -> Any:
+        import torch.nn.functional as F
+
+        batch = dict(batch)  # FGM runs a second pass on the same batch
+        idx = batch.pop("idx", None)
+        if cfg.task == "sft":
+            return model(**batch).loss
+        y = batch.pop("labels")
+        logits = model(**batch).logits.float()
+
+        def ce(z: Any, target: Any) -> Any:
+            return F.cross_entropy(z.float(), target, weight=weight.to(z.device) if weight is not None else None)
+
+        if teacher is not None and cfg.distill is not None:
+            from models.distill import distillation_loss
+
+            tl = teacher[idx.cpu()].to(logits.device)
+            return distillation_loss(logits, tl, y, cfg.distill.temperature, cfg.distill.alpha, ce)
+        return ce(logits, y)
+
+    def evaluate() -> dict[str, float]:
+        model.eval()
+        out: dict[str, float] = {}
+        if cfg.task == "classify":
+            from models.classify import HFClassifier, classification_metrics
+
+            clf = HFClassifier(accelerator.unwrap_model(model), tokenizer, labels, t.max_len, t.eval_batch_size)
+            out = classification_metrics([lab2id[x] for x in val.labels], clf.predict_proba(val.texts))
+        elif val_items:
+            losses = []
+            with torch.inference_mode():
+                for s in range(0, len(val_items), t.eval_batch_size):
+                    b = {k: v.to(accelerator.device) for k, v in collate(val_items[s : s + t.eval_batch_size]).items()}
+                    losses.append(float(model(**b).loss))
+            out = {"loss": float(np.mean(losses)), "perplexity": float(np.exp(np.mean(losses)))}
+        model.train()
+        return out
+
+    ckpt_root = run_dir / "checkpoints"
+    state = _State()
+    latest = _latest_checkpoint(ckpt_root) if resume else None
+    if latest is not None:
+        accelerator.load_state(str(latest))
+        state = _State(**json.loads((latest / "trainer.json").read_text()))
+        if main:
+            log(f"resumed from {latest} (epoch {state.epoch}, step {state.global_step})")
+
+    def save_checkpoint() -> None:
+        tmp = ckpt_root / f".step-{state.global_step}.tmp"
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if main:
+            atomic_write_json(tmp / "trainer.json", state.__dict__)
+            final = ckpt_root / f"step-{state.global_step}"
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            olds = sorted((p for p in ckpt_root.glob("step-*") if p != final), key=lambda p: int(p.name.split("-")[1]))
+            for p in olds[: max(0, len(olds) - t.keep_checkpoints + 1)]:
+                shutil.rmtree(p, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    writer = None
+    if main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:
+            log("tensorboard is not installed: logging to epochs.jsonl only")
+    better = (lambda a, b: a < b) if t.metric == "loss" else (lambda a, b: a > b)
+    best_state: dict[str, Any] | None = None
+    started = time.monotonic()
+    stop = False
+    n_epochs = math.ceil(total_steps / steps_per_epoch)
+    bar = tqdm(total=total_steps, initial=state.global_step, disable=not main, desc="train", dynamic_ncols=True)
+    model.train()
+
+    def after_eval() -> None:
+        nonlocal best_state, stop
+        metrics = evaluate()
+        elapsed = time.monotonic() - started
+        record = {"epoch": state.epoch, "step": state.global_step, "seconds": round(elapsed, 1), **metrics}
+        state.history.append(record)
+        if main:
+            with open(run_dir / "epochs.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            if writer is not None:
+                for k, v in metrics.items():
+                    writer.add_scalar(f"val/{k}", v, state.global_step)
+            log(f"eval step {state.global_step}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        value = metrics.get(t.metric, metrics.get("loss"))
+        if value is not None and (state.best is None or better(value, state.best)):
+            state.best, state.bad_evals = value, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in _trainable_state(accelerator.unwrap_model(model))}
+        else:
+            state.bad_evals += 1
+            if t.early_stopping_patience and state.bad_evals >= t.early_stopping_patience:
+                stop = True
+                if main:
+                    log(f"early stop: no {t.metric} improvement in {state.bad_evals} evaluations")
+        save_checkpoint()
+
+    for epoch in range(state.epoch, n_epochs):
+        state.epoch = epoch
+        loader.set_epoch(epoch)
+        batches = (
+            accelerator.skip_first_batches(loader, state.step_in_epoch * t.grad_accum)
+            if state.step_in_epoch
+            else loader
+        )
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss = loss_of(batch)
+                accelerator.backward(loss)
+                if fgm is not None and fgm.attack():
+                    accelerator.backward(loss_of(batch))
+                    fgm.restore()
+                if accelerator.sync_gradients and t.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                if cfg.method.kind == "adalora" and accelerator.sync_gradients:
+                    accelerator.unwrap_model(model).base_model.update_and_allocate(state.global_step)
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            state.global_step += 1
+            state.step_in_epoch += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", epoch=epoch)
+            if writer is not None and state.global_step % 10 == 0:
+                writer.add_scalar("train/loss", float(loss), state.global_step)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.global_step)
+            over_time = t.max_minutes is not None and time.monotonic() - started > t.max_minutes * 60
+            if isinstance(t.eval_every, int) and state.global_step % t.eval_every == 0:
+                after_eval()
+            if state.global_step >= total_steps or over_time or stop:
+                stop = True
+                break
+        if t.eval_every == "epoch" or (stop and state.global_step % int(t.eval_every) != 0):
+            state.epoch, state.step_in_epoch = epoch + 1, 0  # what a resume continues with
+            after_eval()
+        state.step_in_epoch = 0
+        if stop:
+            break
+    bar.close()
+    train_seconds = time.monotonic() - started
+    unwrapped = accelerator.unwrap_model(model)
+    if best_state is not None:
+        unwrapped.load_state_dict(best_state, strict=False)
+    result: dict[str, Any] = {
+        "task": cfg.task,
+        "method": cfg.method.kind,
+        "model": str(model_path),
+        "train_examples": n_train,
+        "steps": state.global_step,
+        "train_seconds": round(train_seconds, 1),
+        "trainable_params": trainable,
+        "total_params": total,
+        f"best_val_{t.metric}": state.best,
+        "val": state.history[-1] if state.history else {},
+        "distributed": {"processes": accelerator.num_processes, "type": str(accelerator.distributed_type)},
+    }
+    if cfg.task == "classify":
+        best = [h for h in state.history if h.get(t.metric) == state.best]
+        result["val"] = best[-1] if best else evaluate()
+        if test is not None and len(test):
+            from models.classify import HFClassifier, classification_metrics
+
+            clf = HFClassifier(unwrapped, tokenizer, labels, t.max_len, t.eval_batch_size)
+            result["test"] = classification_metrics([lab2id[x] for x in test.labels], clf.predict_proba(test.texts))
+            result["test_examples"] = len(test)
+    if main:
+        _save_artifact(unwrapped, tokenizer, run_dir, cfg.method.kind)
+        atomic_write_json(run_dir / "metrics.json", result)
+        if writer is not None:
+            writer.close()
+        log(f"run written to {run_dir}")
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _length_groups(items: list[Any], batch_size: int, seed: int, texts: list[str] | None) -> list[list[Any]]:
+    """Pre-formed batches of similar length: shuffle, cut into 50-batch pools, sort each pool by length."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+
+    def length(i: int) -> int:
+        return len(texts[items[i]]) if texts is not None else len(items[i][0])
+
+    groups = []
+    pool = 50 * batch_size
+    for s in range(0, len(order), pool):
+        chunk = sorted(order[s : s + pool], key=length)
+        groups += [[items[i] for i in chunk[b : b + batch_size]] for b in range(0, len(chunk), batch_size)]
+    return groups
+
+
+def _trainable_state(model: Any) -> list[tuple[str, Any]]:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return [(k, v) for k, v in model.state_dict().items() if k in names]
+
+
+def _save_artifact(model: Any, tokenizer: Any, run_dir: Path, kind: str) -> None:
+    """Write ``adapter/`` (peft) or ``model/`` (full weights), with the tokenizer, atomically."""
+    target = run_dir / ("model" if kind == "full" else "adapter")
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
