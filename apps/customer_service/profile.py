@@ -12,6 +12,8 @@ from kgnlp.errors import ConfigurationError
 __all__ = ["PLACEHOLDER", "CompanyProfile"]
 
 PLACEHOLDER = re.compile(r"\{\{\s*([^{}]{1,80}?)\s*\}\}")
+# The Bitext answers also carry literal ids of *other* customers (9+ digits); never echo them.
+_DATASET_ID = re.compile(r"(#\s?)?\b\d{9,}\b")
 _ANONYMIZED = re.compile(r"\b(?:order|purchase|invoice|bill|account|tracking)\b.*\banonymized$", re.IGNORECASE)
 
 
@@ -70,6 +72,18 @@ class CompanyProfile:
         return f"'{name.strip()}'"
 
     def fill(self, text: str, slots: Mapping[str, str] | None = None) -> str:
-        """Replace every ``{{placeholder}}`` and drop any stray braces left by a generator."""
+        """Replace every ``{{placeholder}}`` and example id, and drop stray braces left by a generator."""
+        slots = slots or {}
         filled = PLACEHOLDER.sub(lambda m: self.value(m.group(1), slots), text)
+
+        def own_id(m: re.Match[str]) -> str:
+            before = filled[max(0, m.start() - 25) : m.start()].lower()
+            kind, phrase = (
+                ("invoice_id", "your invoice number")
+                if "invoice" in before or "bill" in before
+                else ("order_id", "your order number")
+            )
+            return (m.group(1) or "") + slots[kind] if kind in slots else phrase
+
+        filled = _DATASET_ID.sub(own_id, filled)
         return filled.replace("{{", "").replace("}}", "")

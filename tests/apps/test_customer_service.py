@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ def test_every_shipped_answer_is_filled_without_raw_placeholders() -> None:
     assert PROFILE.fill("Call {{Customer Support Phone Number}}.") == "Call +1 (555) 010-0199."
     assert PROFILE.fill("Order {{Order Number Anonymized}}", {"order_id": "X99"}) == "Order X99"
     assert PROFILE.fill("Open {{Order History}}") == "Open 'Order History'"
+    # literal ids of other customers in the data are replaced by the customer's own, or a phrase
+    assert PROFILE.fill("locate order 113542617735902 now", {"order_id": "A7"}) == "locate order A7 now"
+    assert PROFILE.fill("invoice #370795561790 is ready") == "invoice your invoice number is ready"
+    assert PROFILE.fill("order #370795561790", {"order_id": "B2"}) == "order #B2"
 
 
 @pytest.mark.parametrize(
@@ -137,6 +142,7 @@ def test_grounded_answer_with_citations_intent_and_slots(service: Any) -> None:
     assert body["citations"] and body["citations"][0]["intent"] == "track_order"
     assert "[1]" in body["answer"] and "{{" not in body["answer"]
     assert body["slots"]["order_id"] == "ORD-77812"
+    assert not re.search(r"\d{9,}", body["answer"])  # no other customer's order number
     follow = _ask(service, "t-1", "can you check the delivery status again")
     assert follow["slots"]["order_id"] == "ORD-77812"  # remembered across turns
 
