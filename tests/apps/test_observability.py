@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -130,6 +131,10 @@ def test_request_log_lines_are_json_with_request_id_and_masked(service: Any, cap
                       headers={"X-Request-ID": "rid-pii-1"})  # fmt: skip
         assert r.status_code == 404
         httpx.get(f"{service.url}/kg/entities/bob@example.com", params={"graph": "finance"})
+        # the access line is written after the response is sent: wait for it
+        deadline = time.time() + 5
+        while stream.getvalue().count("\n") < 2 and time.time() < deadline:
+            time.sleep(0.02)
     finally:
         access.removeHandler(handler)
     lines = [json.loads(x) for x in stream.getvalue().splitlines()]
