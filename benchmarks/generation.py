@@ -55,7 +55,7 @@ def rss_mb() -> float:
 def load(path: Path, config: str):  # type: ignore[no-untyped-def]
     from models.generation import LocalGenerator
 
-    quant = "int8-dynamic" if config.startswith("int8") else "none"
+    quant = "none" if config == "fp32" else config
     gen = LocalGenerator.from_path(path, name=config, quantization=quant)  # type: ignore[arg-type]
     return gen
 
