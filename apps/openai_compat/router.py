@@ -95,7 +95,8 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, r
     The model ``customer-service`` (or the ``customer_service`` adapter) answers through the
     grounded customer-service pipeline; its citations and intent come in the extra ``kgnlp`` field.
     """
-    if body.model == CS_MODEL or body.model.endswith(f":{CS_ADAPTER}") or body.adapter == CS_ADAPTER:
+    generator_name = getattr(services.generator, "name", None)
+    if body.model == CS_MODEL or body.model == f"{generator_name}:{CS_ADAPTER}" or body.adapter == CS_ADAPTER:
         return await _customer_service(body, services)
     base, adapter = resolve_model(services, body.model, body.adapter)
     messages = [ChatMessage(m.role, m.text) for m in body.messages]
@@ -171,6 +172,14 @@ async def _customer_service(body: ChatCompletionRequest, services: Any) -> Any:
     user_turns = [m.text for m in body.messages if m.role == "user" and m.text.strip()]
     if not user_turns:
         raise ValidationError("messages: the customer-service model needs a user message")
+    import re
+
+    from apps.customer_service.schemas import SESSION_ID
+
+    if body.user is not None and not re.match(SESSION_ID, body.user):
+        raise ValidationError(
+            "user: the customer-service model uses it as the session id: 1-128 of letters, digits, . _ : -"
+        )
     session_id = body.user or f"anon-{uuid.uuid4().hex}"
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 

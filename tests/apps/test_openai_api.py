@@ -81,6 +81,8 @@ def test_client_sees_our_error_messages(client: openai.OpenAI) -> None:
         ({"model": BASE, "messages": Q, "temperature": "hot"}, 422, "temperature"),
         ({"messages": Q}, 422, "model: Field required"),
         ({"model": "unknown", "messages": Q}, 404, "not found"),
+        ({"model": "other:customer_service", "messages": Q}, 404, "not found"),
+        ({"model": "customer-service", "messages": Q, "user": "has spaces!"}, 422, "session id"),
     ],
 )
 def test_bad_input_is_a_clear_4xx(service: Any, body: dict[str, Any], status: int, fragment: str) -> None:
