@@ -102,6 +102,7 @@ RULES: tuple[Rule, ...] = (
     Rule(_GET, "/sentiment/**", READ),
     Rule(_GET, "/alerts/**", READ),
     Rule(_GET, "/recommend/**", READ),
+    Rule(_GET, "/items/**", READ),
     Rule(_GET, "/cs/handoffs", WRITE),  # other users' messages: operators only
     Rule(_GET, "/cs/**", READ),
     Rule(_GET, "/chat", READ),

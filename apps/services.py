@@ -34,6 +34,8 @@ class Services:
     graphs: Any = None  # kg registry
     retrievers: dict[str, Any] = field(default_factory=dict)  # corpus name -> retrieval.Retriever
     customer_service: Any = None  # apps.customer_service.pipeline.CustomerServicePipeline
+    sentiment: Any = None  # apps.sentiment.service.SentimentService
+    recommend: Any = None  # apps.recommend.service.RecommendService
     components: dict[str, Component] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
 
@@ -43,7 +45,7 @@ class Services:
 
     def close(self) -> None:
         sessions = getattr(self.customer_service, "sessions", None)
-        for part in (self.graphs, self.generator, sessions):
+        for part in (self.sentiment, self.recommend, self.graphs, self.generator, sessions):
             if part is not None and hasattr(part, "close"):
                 part.close()
 
@@ -91,7 +93,23 @@ def build_services(settings: Settings) -> Services:
     if services.embedder is not None:
         _load_retrievers(settings, services)
         _load_customer_service(settings, services)
+    for app_name in ("sentiment", "recommend"):
+        _load_app(app_name, settings, services)
     return services
+
+
+def _load_app(name: str, settings: Settings, services: Services) -> None:
+    """Load ``apps.<name>.service`` when its settings section is enabled.
+
+    Each app module exposes ``load(settings, services) -> Component``, sets ``services.<name>``
+    itself and reports ``not_configured`` (with a hint) when its model or data is not built yet.
+    """
+    import importlib
+
+    if not getattr(settings, name).enabled:
+        return
+    module = importlib.import_module(f"apps.{name}.service")
+    services.components[name] = module.load(settings, services)
 
 
 def _load_retrievers(settings: Settings, services: Services) -> None:

@@ -22,6 +22,8 @@ __all__ = [
     "LimitsSettings",
     "ModelSettings",
     "ObservabilitySettings",
+    "RecommendSettings",
+    "SentimentSettings",
     "ServerSettings",
     "Settings",
     "load_settings",
@@ -154,6 +156,20 @@ class CustomerServiceSettings(BaseModel):
     session_ttl_s: float = Field(86_400, gt=0)
 
 
+class SentimentSettings(BaseModel):
+    """The financial-sentiment app (``/sentiment``, monitoring and alerts)."""
+
+    enabled: bool = True
+    graph: str = Field("finance", description="graph whose companies are linked and whose peers explain alerts")
+    batch_size: int = Field(64, ge=1, le=1024, description="texts per classifier forward pass")
+
+
+class RecommendSettings(BaseModel):
+    """The recommendation app (``/recommend``, ``/items``, ``/feedback``)."""
+
+    enabled: bool = True
+
+
 class Settings(BaseSettings):
     """All settings; ``KGNLP_HOME``, ``KGNLP_SERVER__PORT``, ``KGNLP_MODELS__GENERATOR`` …"""
 
@@ -165,6 +181,8 @@ class Settings(BaseSettings):
     graph: GraphSettings = GraphSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     customer_service: CustomerServiceSettings = CustomerServiceSettings()
+    sentiment: SentimentSettings = SentimentSettings()
+    recommend: RecommendSettings = RecommendSettings()
     database_url: str | None = Field(
         None, description="SQLAlchemy URL for sessions/events/alerts; default sqlite:///KGNLP_HOME/state.sqlite"
     )

@@ -12,6 +12,8 @@ from apps.cli.index import app as index_app
 from apps.cli.keys import app as keys_app
 from apps.cli.kg import app as kg_app
 from apps.cli.models import app as models_app
+from apps.cli.recommend import app as recommend_app
+from apps.cli.sentiment import app as sentiment_app
 
 __all__ = ["app", "main"]
 
@@ -25,6 +27,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(kg_app, name="kg")
 app.add_typer(index_app, name="index")
 app.add_typer(cs_app, name="cs")
+app.add_typer(sentiment_app, name="sentiment")
+app.add_typer(recommend_app, name="recommend")
 app.add_typer(keys_app, name="keys")
 
 
