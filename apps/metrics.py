@@ -63,6 +63,14 @@ class _ServiceCollector:
                 adapters.add_metric([name], 1.0 if name in loaded else 0.0)
         yield adapters
 
+        alerts = CounterMetricFamily(
+            "kgnlp_sentiment_alerts", "sentiment alerts fired or resolved by this process", labels=["rule", "change"]
+        )
+        sentiment = getattr(services, "sentiment", None)
+        for (rule, change), n in sorted(getattr(sentiment, "alert_counts", {}).items()):
+            alerts.add_metric([rule, change], float(n))
+        yield alerts
+
 
 class Metrics:
     """The registry and the request series of one app.

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from apps.sentiment.rules import AlertPolicy, AlertRule
 from kgnlp.files import default_home
 
 __all__ = [
@@ -156,12 +157,43 @@ class CustomerServiceSettings(BaseModel):
     session_ttl_s: float = Field(86_400, gt=0)
 
 
+def _default_alert_rules() -> list[AlertRule]:
+    from apps.sentiment.rules import ShareRule, ZScoreRule
+
+    return [
+        ZScoreRule(name="negative-zscore", z=3.0, window=24, min_volume=5, min_baseline=30),
+        ShareRule(name="negative-share", threshold=0.6, min_volume=10),
+    ]
+
+
 class SentimentSettings(BaseModel):
     """The financial-sentiment app (``/sentiment``, monitoring and alerts)."""
 
     enabled: bool = True
     graph: str = Field("finance", description="graph whose companies are linked and whose peers explain alerts")
     batch_size: int = Field(64, ge=1, le=1024, description="texts per classifier forward pass")
+    topics_file: Path | None = Field(None, description="topics YAML; default data/finance/topics.yaml")
+    topic_threshold: float = Field(0.45, ge=0, le=1, description="min cosine similarity for a topic")
+    max_topics: int = Field(3, ge=1, le=20)
+    bucket_s: int = Field(3600, ge=60, le=7 * 86_400, description="alert and timeline bucket width in seconds")
+    lookback_buckets: int = Field(24 * 8, ge=4, le=10_000, description="history one alert evaluation reads")
+    alert_scopes: list[Literal["company", "sector", "topic"]] = Field(default_factory=lambda: ["company"])
+    rules: list[Annotated[AlertRule, Field(discriminator="kind")]] = Field(
+        default_factory=_default_alert_rules, description="alert rules (JSON list; kinds share, zscore, ewma)"
+    )
+    policy: AlertPolicy = AlertPolicy()
+    webhook_urls: list[str] = Field(default_factory=list, description="alert webhooks (POSTed JSON, HMAC-signed)")
+    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key for X-Kgnlp-Signature")
+    webhook_max_attempts: int = Field(6, ge=1, le=50)
+    webhook_backoff_s: float = Field(2.0, gt=0, le=3600, description="first retry delay; doubles per attempt")
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_rule_names(cls, v: list[AlertRule]) -> list[AlertRule]:
+        names = [r.name for r in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"alert rule names must be unique: {names}")
+        return v
 
 
 class RecommendSettings(BaseModel):

@@ -1,13 +1,245 @@
-"""Loading the sentiment app into the running service."""
+"""The sentiment app's long-lived objects and its two operations: analyse texts, ingest events."""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from apps.sentiment.companies import CompanyDirectory
+from apps.sentiment.store import EventRecord, SentimentStore
 from apps.services import Component
-from apps.settings import Settings
+from apps.settings import SentimentSettings, Settings
+from kgnlp.errors import NotFoundError, ValidationError
+
+__all__ = ["Analysis", "EventIn", "IngestSummary", "SentimentService", "build_service", "load"]
+
+log = logging.getLogger("kgnlp.sentiment")
+
+
+@dataclass(frozen=True)
+class EventIn:
+    """One text to monitor; ``entity`` (an id or ticker) attributes it explicitly."""
+
+    id: str
+    text: str
+    timestamp: datetime
+    source: str = "api"
+    entity: str | None = None
+
+
+@dataclass
+class Analysis:
+    label: str
+    probabilities: dict[str, float]
+    topics: list[str]
+    entities: list[dict[str, Any]]
+
+
+@dataclass
+class IngestSummary:
+    inserted: int
+    duplicates: list[str]
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+
+
+class SentimentService:
+    """Classifies, tags and links texts; stores events and raises alerts.
+
+    Args:
+        classifier: ``apps.sentiment.classifier.SentimentClassifier``.
+        tagger: ``apps.sentiment.topics.TopicTagger``.
+        directory: companies of the finance graph (may be empty).
+        link: ``text -> mentions`` (the graph's linker), or None without a graph.
+        store: events and alerts.
+        monitor: ``apps.sentiment.monitor.AlertMonitor``.
+        dispatcher: webhook sender (optional).
+        mask: applied to texts before they are stored (PII masking), or None.
+    """
+
+    def __init__(
+        self,
+        classifier: Any,
+        tagger: Any,
+        directory: CompanyDirectory,
+        link: Callable[[str], list[Any]] | None,
+        store: SentimentStore,
+        monitor: Any,
+        dispatcher: Any = None,
+        mask: Callable[[str], str] | None = None,
+    ) -> None:
+        self.classifier = classifier
+        self.tagger = tagger
+        self.directory = directory
+        self.link = link
+        self.store = store
+        self.monitor = monitor
+        self.dispatcher = dispatcher
+        self.mask = mask
+        self.alert_counts: Counter[tuple[str, str]] = Counter()  # (rule, change) -> n, for /metrics
+
+    def close(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+        self.store.close()
+
+    def analyze(self, texts: Sequence[str]) -> list[Analysis]:
+        """Label, probabilities, topics and linked companies of each text, in input order."""
+        preds = self.classifier.predict(list(texts))
+        topics = self.tagger.tag(list(texts))
+        return [
+            Analysis(p.label, dict(p.probabilities), t, self._companies(text, p.label))
+            for text, p, t in zip(texts, preds, topics, strict=True)
+        ]
+
+    def _companies(self, text: str, label: str) -> list[dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for m in self.link(text) if self.link is not None else []:
+            if m.entity_id in self.directory and m.entity_id not in out:
+                out[m.entity_id] = {
+                    **self.directory.get(m.entity_id).public(),
+                    "surface": m.surface,
+                    "sentiment": label,
+                }
+        return list(out.values())
+
+    def ingest(self, batch: Sequence[EventIn]) -> IngestSummary:
+        """Classify and store new events (known ids are skipped), then evaluate alerts.
+
+        Raises:
+            ValidationError: an event names an unknown entity (nothing of the batch is stored).
+        """
+        explicit = {}
+        for e in batch:
+            if e.entity is not None:
+                try:
+                    explicit[e.id] = self.directory.resolve(e.entity)
+                except NotFoundError as err:
+                    raise ValidationError(f"event {e.id!r}: {err}") from err
+        known = self.store.existing_ids(e.id for e in batch)
+        fresh, seen = [], set(known)
+        for e in batch:
+            if e.id not in seen:
+                fresh.append(e)
+                seen.add(e.id)
+        records = []
+        if fresh:
+            analyses = self.analyze([e.text for e in fresh])
+            for e, a in zip(fresh, analyses, strict=True):
+                companies = list(a.entities)
+                forced = explicit.get(e.id)
+                if forced is not None and all(c["id"] != forced.id for c in companies):
+                    companies.insert(0, {**forced.public(), "surface": None, "sentiment": a.label})
+                scopes = [("company", c["id"]) for c in companies]
+                scopes += [("sector", s) for c in companies if (s := self.directory.get(c["id"]).sector)]
+                scopes += [("topic", t) for t in a.topics]
+                records.append(
+                    EventRecord(
+                        id=e.id, ts=_epoch(e.timestamp), source=e.source,
+                        text=self.mask(e.text) if self.mask else e.text, label=a.label,
+                        probabilities=a.probabilities, topics=a.topics, entities=companies, scopes=scopes,
+                    )
+                )  # fmt: skip
+        result = self.store.add_events(records)
+        inserted = set(result.inserted)
+        touched = [(s, k, r.ts) for r in records if r.id in inserted for s, k in r.scopes]
+        changes = self.monitor.evaluate(touched)
+        dupes, stored = [], set()
+        for e in batch:
+            if e.id in inserted and e.id not in stored:
+                stored.add(e.id)
+            else:
+                dupes.append(e.id)
+        return IngestSummary(
+            len(inserted), dupes, [{"id": a.id, "change": c, "scope": a.scope, "key": a.key} for a, c in changes]
+        )
+
+    def resolve_scope(self, entity: str) -> tuple[str, str]:
+        """``(scope, key)`` for a timeline/alert filter: a company (id/ticker), ``sector:…`` or ``topic:…``."""
+        if entity.startswith("topic:"):
+            return "topic", entity.removeprefix("topic:")
+        if entity.startswith("sector:"):
+            return "sector", entity
+        return "company", self.directory.resolve(entity).id
+
+
+def _epoch(ts: datetime) -> int:
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return int(ts.timestamp())
+
+
+def build_service(settings: Settings, embedder: Any, graphs: Any, classifier: Any) -> SentimentService:
+    """Assemble the service from loaded parts (the API's lifespan and ``kgnlp sentiment replay``)."""
+    from apps.pii import mask_pii
+    from apps.sentiment.explain import AlertExplainer
+    from apps.sentiment.monitor import AlertMonitor
+    from apps.sentiment.topics import TopicTagger, load_topics
+    from apps.sentiment.webhooks import WebhookDispatcher
+
+    cfg: SentimentSettings = settings.sentiment
+    tagger = TopicTagger(
+        load_topics(cfg.topics_file),
+        lambda texts: embedder.encode(texts, normalize_embeddings=True, batch_size=cfg.batch_size),
+        threshold=cfg.topic_threshold,
+        max_topics=cfg.max_topics,
+    )
+    directory, link = CompanyDirectory({}), None
+    if graphs is not None:
+        try:
+            directory = CompanyDirectory.from_store(graphs.get(cfg.graph))
+            link = graphs.linker(cfg.graph).link
+        except NotFoundError as e:
+            log.warning("sentiment without company linking: %s", e)
+    store = SentimentStore(settings.db_url).open()
+    dispatcher = None
+    if cfg.webhook_urls:
+        secret = cfg.webhook_secret.get_secret_value() if cfg.webhook_secret else None
+        dispatcher = WebhookDispatcher(
+            store, cfg.webhook_urls, secret, max_attempts=cfg.webhook_max_attempts, backoff_s=cfg.webhook_backoff_s
+        ).start()
+    explainer = AlertExplainer(store, directory, baseline_s=24 * cfg.bucket_s)
+    monitor = AlertMonitor(
+        store, cfg.rules, cfg.policy, cfg.bucket_s, cfg.lookback_buckets, cfg.alert_scopes, explainer
+    )
+    mask = mask_pii if settings.observability.mask_pii_stored else None
+    service = SentimentService(classifier, tagger, directory, link, store, monitor, dispatcher, mask)
+
+    def notify(alert: Any, change: str) -> None:
+        service.alert_counts[(alert.rule, change)] += 1
+        if dispatcher is not None:
+            dispatcher.enqueue(alert, change)
+
+    monitor.notify = notify
+    return service
 
 
 def load(settings: Settings, services: Any) -> Component:
-    """Build the app's long-lived objects onto services.sentiment (not built yet)."""
-    return Component("sentiment", "not_configured", {"hint": "not built yet"})
+    """Build the sentiment service onto ``services.sentiment`` (``not_configured`` without a model)."""
+    from apps.sentiment.classifier import load_latest
+
+    if services.embedder is None:
+        return Component("sentiment", "not_configured", {"hint": "needs the embedder (KGNLP_MODELS__LOAD_EMBEDDER)"})
+    t0 = time.perf_counter()
+    try:
+        classifier = load_latest(settings.home, batch_size=settings.sentiment.batch_size)
+    except NotFoundError as e:
+        return Component("sentiment", "not_configured", {"hint": str(e)})
+    services.sentiment = build_service(settings, services.embedder, services.graphs, classifier)
+    s = services.sentiment
+    return Component(
+        "sentiment",
+        "ready",
+        {
+            "classifier": classifier.info(),
+            "topics": s.tagger.names,
+            "companies": len(s.directory),
+            "rules": [r.name for r in settings.sentiment.rules],
+            "webhooks": len(settings.sentiment.webhook_urls),
+            "load_s": round(time.perf_counter() - t0, 2),
+        },
+    )

@@ -1,0 +1,123 @@
+"""Request and response bodies of the sentiment app."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+__all__ = [
+    "AckRequest",
+    "AlertOut",
+    "AnalyzeRequest",
+    "AnalyzeResponse",
+    "EventItem",
+    "EventsRequest",
+    "EventsResponse",
+    "TextResult",
+    "TimelineOut",
+]
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=5000)]
+Label = Literal["negative", "neutral", "positive"]
+
+
+class AnalyzeRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    texts: list[Text] = Field(min_length=1, max_length=256, description="1–256 texts, each 1–5000 characters")
+
+
+class CompanyOut(BaseModel):
+    id: str
+    name: str
+    ticker: str | None
+    sector: str | None
+    sub_industry: str | None
+    surface: str | None = Field(None, description="the text span that mentions it (None when given explicitly)")
+    sentiment: Label
+
+
+class TextResult(BaseModel):
+    label: Label
+    probabilities: dict[Label, float]
+    topics: list[str]
+    entities: list[CompanyOut]
+
+
+class AnalyzeResponse(BaseModel):
+    model: str
+    results: list[TextResult]
+
+
+class EventItem(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/+\-]+$")]
+    text: Text
+    timestamp: datetime = Field(description="ISO 8601 or Unix seconds; naive times are UTC")
+    source: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "api"
+    entity: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        None, description="attribute explicitly to this company (entity id or ticker)"
+    )
+
+
+class EventsRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    events: list[EventItem] = Field(min_length=1, max_length=1000)
+
+
+class AlertChange(BaseModel):
+    id: str
+    change: Literal["alert.fired", "alert.resolved"]
+    scope: str
+    key: str
+
+
+class EventsResponse(BaseModel):
+    inserted: int
+    duplicates: list[str] = Field(description="ids already stored (or repeated in the batch): skipped")
+    alerts: list[AlertChange]
+
+
+class AlertOut(BaseModel):
+    id: str
+    rule: str
+    scope: str
+    key: str
+    status: Literal["open", "resolved"]
+    started: datetime
+    fired: datetime
+    resolved: datetime | None
+    peak: float
+    limit: float
+    breach_buckets: int
+    acked: bool
+    acked_at: datetime | None
+    ack_note: str | None
+    explanation: dict[str, Any]
+
+
+class AckRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class BucketOut(BaseModel):
+    start: datetime
+    n: int
+    negative: int
+    neutral: int
+    positive: int
+    negative_share: float
+
+
+class TimelineOut(BaseModel):
+    scope: str
+    key: str
+    bucket_s: int
+    buckets: list[BucketOut]
+    alerts: list[AlertOut]

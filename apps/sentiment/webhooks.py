@@ -1,0 +1,147 @@
+"""Alert webhooks: HMAC-signed POSTs, retried with exponential backoff, dead-lettered when they keep failing.
+
+Deliveries are rows in the store before any attempt, so a restart resumes them. The
+signature follows the Stripe scheme: header ``X-Kgnlp-Signature: t=<unix>,v1=<hex>`` where
+``hex = HMAC-SHA256(secret, "<t>.<raw body>")``; receivers check it with :func:`verify`
+and reject stale timestamps (replays).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from apps.sentiment.store import AlertRow, SentimentStore
+
+__all__ = ["SIGNATURE_HEADER", "WebhookDispatcher", "sign", "verify"]
+
+log = logging.getLogger("kgnlp.sentiment.webhooks")
+
+SIGNATURE_HEADER = "X-Kgnlp-Signature"
+
+
+def sign(secret: str, body: bytes, ts: int) -> str:
+    """The signature header value for ``body`` sent at ``ts``."""
+    mac = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={ts},v1={mac}"
+
+
+def verify(secret: str, header: str, body: bytes, tolerance_s: float = 300, now: float | None = None) -> bool:
+    """Whether ``header`` is a valid, fresh signature of ``body`` (constant-time compare)."""
+    try:
+        parts = dict(p.split("=", 1) for p in header.split(","))
+        ts = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((now if now is not None else time.time()) - ts) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(secret, body, ts), f"t={ts},v1={parts.get('v1', '')}")
+
+
+class WebhookDispatcher:
+    """Sends alert events to every configured URL from a background thread.
+
+    Args:
+        store: where deliveries are queued and their attempts recorded.
+        urls: receiver URLs.
+        secret: HMAC key (deliveries are unsigned without one).
+        max_attempts: attempts before a delivery is dead-lettered.
+        backoff_s: first retry delay; doubles each attempt up to ``max_backoff_s``.
+        timeout_s: per-attempt HTTP timeout.
+    """
+
+    def __init__(
+        self,
+        store: SentimentStore,
+        urls: Sequence[str],
+        secret: str | None = None,
+        max_attempts: int = 6,
+        backoff_s: float = 2.0,
+        max_backoff_s: float = 600.0,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.urls = list(urls)
+        self.secret = secret
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.timeout_s = timeout_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: Any = None
+
+    def enqueue(self, alert: AlertRow, event: str) -> None:
+        """Queue ``event`` about ``alert`` for every URL (durably) and wake the sender."""
+        payload = {"event": event, "alert": asdict(alert)}
+        for url in self.urls:
+            self.store.enqueue_delivery(alert.id, url, event, payload)
+        self._wake.set()
+
+    def start(self) -> WebhookDispatcher:
+        if self.urls and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="kgnlp-webhooks", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout_s + 1)
+            self._thread = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def deliver_due(self, now: float | None = None) -> int:
+        """Attempt every delivery that is due; returns how many were attempted."""
+        due = self.store.due_deliveries(time.time() if now is None else now)
+        for d in due:
+            self._attempt(d.id, d.url, d.event, d.payload, d.attempts)
+        return len(due)
+
+    def _attempt(self, delivery_id: int, url: str, event: str, payload: str, attempts: int) -> None:
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.Client(timeout=self.timeout_s)
+        body = payload.encode()
+        headers = {"Content-Type": "application/json", "X-Kgnlp-Event": event, "X-Kgnlp-Delivery": str(delivery_id)}
+        if self.secret:
+            headers[SIGNATURE_HEADER] = sign(self.secret, body, int(time.time()))
+        error: str | None = None
+        try:
+            r = self._client.post(url, content=body, headers=headers)
+            if 200 <= r.status_code < 300:
+                self.store.record_attempt(delivery_id, ok=True)
+                return
+            error = f"HTTP {r.status_code}"
+        except httpx.HTTPError as e:
+            error = f"{type(e).__name__}: {e}"
+        n = attempts + 1
+        if n >= self.max_attempts:
+            log.warning("webhook delivery %s to %s dead after %d attempts: %s", delivery_id, url, n, error)
+            self.store.record_attempt(delivery_id, ok=False, error=error)
+            return
+        delay = min(self.max_backoff_s, self.backoff_s * 2 ** (n - 1))
+        self.store.record_attempt(delivery_id, ok=False, error=error, retry_at=time.time() + delay)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.deliver_due()
+                nxt = self.store.next_due()
+            except Exception:  # keep the sender alive; the rows stay pending
+                log.exception("webhook sender failed; retrying")
+                nxt = time.time() + self.backoff_s
+            wait = None if nxt is None else max(0.0, nxt - time.time())
+            self._wake.wait(timeout=wait if wait is not None else 60.0)
+            self._wake.clear()
