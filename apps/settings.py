@@ -173,7 +173,7 @@ class SentimentSettings(BaseModel):
     graph: str = Field("finance", description="graph whose companies are linked and whose peers explain alerts")
     batch_size: int = Field(64, ge=1, le=1024, description="texts per classifier forward pass")
     topics_file: Path | None = Field(None, description="topics YAML; default data/finance/topics.yaml")
-    topic_threshold: float = Field(0.45, ge=0, le=1, description="min cosine similarity for a topic")
+    topic_threshold: float = Field(0.36, ge=0, le=1, description="min cosine similarity for a topic")
     max_topics: int = Field(3, ge=1, le=20)
     bucket_s: int = Field(3600, ge=60, le=7 * 86_400, description="alert and timeline bucket width in seconds")
     lookback_buckets: int = Field(24 * 8, ge=4, le=10_000, description="history one alert evaluation reads")
@@ -200,6 +200,17 @@ class RecommendSettings(BaseModel):
     """The recommendation app (``/recommend``, ``/items``, ``/feedback``)."""
 
     enabled: bool = True
+    catalogue: Literal["synthetic", "lastfm"] = Field(
+        "synthetic", description="which trained catalogue to serve (built by `kgnlp recommend setup|train`)"
+    )
+    model_dir: Path | None = Field(None, description="trained model folder; default KGNLP_HOME/recommend/<catalogue>")
+    max_k: int = Field(100, ge=1, le=1000, description="largest k a request may ask for")
+    explain: Literal["none", "template", "llm"] = Field(
+        "template", description="default explanation mode; llm rewrites with the `recommend` adapter when present"
+    )
+    adapter: str = Field("recommend", description="LoRA adapter used for llm explanations")
+    explain_timeout_s: float = Field(3.0, gt=0, le=60, description="llm explanations past this fall back to templates")
+    llm_items: int = Field(3, ge=1, le=20, description="how many of the top items get an llm-written sentence")
 
 
 class Settings(BaseSettings):

@@ -59,6 +59,7 @@ class SentimentService:
         monitor: ``apps.sentiment.monitor.AlertMonitor``.
         dispatcher: webhook sender (optional).
         mask: applied to texts before they are stored (PII masking), or None.
+        owned: further objects this service closes (e.g. a graph registry it opened).
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class SentimentService:
         monitor: Any,
         dispatcher: Any = None,
         mask: Callable[[str], str] | None = None,
+        owned: Sequence[Any] = (),
     ) -> None:
         self.classifier = classifier
         self.tagger = tagger
@@ -80,12 +82,15 @@ class SentimentService:
         self.monitor = monitor
         self.dispatcher = dispatcher
         self.mask = mask
+        self.owned = list(owned)
         self.alert_counts: Counter[tuple[str, str]] = Counter()  # (rule, change) -> n, for /metrics
 
     def close(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.close()
         self.store.close()
+        for part in self.owned:
+            part.close()
 
     def analyze(self, texts: Sequence[str]) -> list[Analysis]:
         """Label, probabilities, topics and linked companies of each text, in input order."""
@@ -243,3 +248,24 @@ def load(settings: Settings, services: Any) -> Component:
             "load_s": round(time.perf_counter() - t0, 2),
         },
     )
+
+
+def open_offline(settings: Settings | None = None) -> SentimentService:
+    """The service without the HTTP server, for ``kgnlp sentiment replay`` (loads the embedder and classifier).
+
+    Raises:
+        NotFoundError: no sentiment model is registered yet.
+    """
+    from apps.sentiment.classifier import load_latest
+    from apps.services import open_graph_registry
+    from apps.settings import load_settings
+    from models.loading import load_sentence_embedder
+    from models.provision import ModelCache
+
+    settings = settings or load_settings()
+    classifier = load_latest(settings.home, batch_size=settings.sentiment.batch_size)
+    embedder = load_sentence_embedder(ModelCache(settings.home).resolve(settings.models.embedder))
+    graphs = open_graph_registry(settings, embedder)
+    svc = build_service(settings, embedder, graphs, classifier)
+    svc.owned.append(graphs)
+    return svc

@@ -66,7 +66,7 @@ class TopicTagger:
         max_topics: cap on topics per text.
     """
 
-    def __init__(self, topics: Sequence[Topic], encode: Encode, threshold: float = 0.45, max_topics: int = 3) -> None:
+    def __init__(self, topics: Sequence[Topic], encode: Encode, threshold: float = 0.36, max_topics: int = 3) -> None:
         if not topics:
             raise ConfigurationError("TopicTagger needs at least one topic")
         self.topics = list(topics)

@@ -1,0 +1,197 @@
+"""Alert quality: replay the twitter financial news on synthetic timestamps with injected negative bursts.
+
+The tweets (train + valid of ../shared/data/twitter_financial_news_sentiment, or the copy
+shipped in data/finance/sentiment) get random timestamps spread over ``--days`` days. For
+``--bursts`` companies of the finance graph, ``--burst-size`` real bearish tweets (their
+cashtags rewritten to the target's ticker) are injected within ``--burst-minutes`` at a
+random time. Everything goes through the real service path (classifier, topics, KG linking,
+SQLite store, rules with the service defaults), in time order, ``--batch`` events per ingest.
+
+An alert is a true positive when it is for a burst's company and fires between the burst's
+start and ``--max-delay-h`` hours after its end. Detection delay: from the burst's first text
+to the newest event time of the ingest batch that reported the alert. A second replay without
+injections must raise no alert at all.
+
+    .venv/bin/python benchmarks/alerting.py [--labels model|gold] [--tweets 6000] [--days 2] [--bursts 12] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CASHTAG = re.compile(r"\$[A-Za-z][A-Za-z0-9.]{0,6}")
+LABELS = {"0": "negative", "1": "positive", "2": "neutral"}  # Bearish, Bullish, Neutral
+
+
+def load_tweets() -> list[tuple[str, str]]:
+    shared = ROOT.parent / "shared" / "data" / "twitter_financial_news_sentiment"
+    files = [shared / "sent_train.csv", shared / "sent_valid.csv"]
+    if not files[0].exists():
+        files = sorted((ROOT / "data" / "finance" / "sentiment").glob("*.csv"))
+    rows = []
+    for f in files:
+        if f.exists():
+            with f.open(encoding="utf-8", newline="") as fh:
+                rows += [(r["text"], LABELS[r["label"]]) for r in csv.DictReader(fh)]
+    if not rows:
+        sys.exit("no twitter data found (../shared/data or data/finance/sentiment)")
+    return rows
+
+
+class GoldClassifier:
+    """The dataset's own labels (isolates the alert logic from classifier errors)."""
+
+    name = "gold-labels"
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.labels = labels
+
+    def predict(self, texts: list[str]) -> list[Any]:
+        from apps.sentiment.classifier import SentimentPrediction
+
+        out = []
+        for t in texts:
+            lab = self.labels[t]
+            out.append(SentimentPrediction(lab, {k: float(k == lab) for k in ("negative", "neutral", "positive")}))
+        return out
+
+    def info(self) -> dict[str, Any]:
+        return {"kind": "gold"}
+
+
+def build_events(tweets: list[tuple[str, str]], args: argparse.Namespace, directory: Any, inject: bool) -> tuple:
+    from apps.sentiment.service import EventIn
+
+    rng = random.Random(args.seed)
+    t0 = datetime(2026, 3, 2, tzinfo=UTC)
+    span = args.days * 86_400
+    events = [EventIn(f"tw-{i}", text, t0 + timedelta(seconds=rng.uniform(0, span)), "twitter")
+              for i, (text, _) in enumerate(tweets)]  # fmt: skip
+    labels = {text: lab for text, lab in tweets}
+    bursts = []
+    if inject:
+        bearish = [t for t, lab in tweets if lab == "negative" and len(CASHTAG.findall(t)) == 1]
+        tickers = sorted(c.ticker for c in directory.companies.values() if c.ticker)
+        for b, ticker in enumerate(rng.sample(tickers, args.bursts)):
+            start = t0 + timedelta(seconds=rng.uniform(span * 0.35, span * 0.95))  # after a day of baseline
+            for j in range(args.burst_size):
+                text = CASHTAG.sub(f"${ticker}", rng.choice(bearish))
+                text = f"{text} #{b}{j}"  # distinct texts: the gold classifier keys on text
+                labels[text] = "negative"
+                ts = start + timedelta(seconds=rng.uniform(0, args.burst_minutes * 60))
+                events.append(EventIn(f"burst-{b}-{j}", text, ts, "injected"))
+            bursts.append({"company": f"company:{ticker}", "start": start,
+                           "end": start + timedelta(minutes=args.burst_minutes)})  # fmt: skip
+    events.sort(key=lambda e: e.timestamp)
+    return events, labels, bursts
+
+
+def replay(svc: Any, events: list[Any], batch: int) -> list[dict[str, Any]]:
+    fired = []
+    for i in range(0, len(events), batch):
+        chunk = events[i : i + batch]
+        summary = svc.ingest(chunk)
+        for a in summary.alerts:
+            if a["change"] == "alert.fired":
+                fired.append({**a, "reported_at": max(e.timestamp for e in chunk)})
+    return fired
+
+
+def score(fired: list[dict[str, Any]], bursts: list[dict[str, Any]], max_delay: timedelta) -> dict[str, Any]:
+    matched: dict[int, timedelta] = {}
+    tp = 0
+    for a in fired:
+        hit = None
+        for k, b in enumerate(bursts):
+            if a["key"] == b["company"] and b["start"] <= a["reported_at"] <= b["end"] + max_delay:
+                hit = k
+        if hit is not None:
+            tp += 1
+            delay = a["reported_at"] - bursts[hit]["start"]
+            matched[hit] = min(delay, matched.get(hit, delay))
+    delays = [d.total_seconds() / 60 for d in matched.values()]
+    return {
+        "alerts": len(fired),
+        "precision": tp / len(fired) if fired else float("nan"),
+        "recall": len(matched) / len(bursts) if bursts else float("nan"),
+        "delay_p50_min": statistics.median(delays) if delays else float("nan"),
+        "delay_max_min": max(delays) if delays else float("nan"),
+        "false_alerts": [a["key"] for a in fired if all(a["key"] != b["company"] for b in bursts)],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--labels", choices=["model", "gold"], default="model")
+    ap.add_argument("--tweets", type=int, default=6000, help="random sample of the tweets replayed (0: all)")
+    ap.add_argument("--days", type=float, default=2.0)
+    ap.add_argument("--bursts", type=int, default=12)
+    ap.add_argument("--burst-size", type=int, default=12)
+    ap.add_argument("--burst-minutes", type=int, default=90)
+    ap.add_argument("--max-delay-h", type=float, default=3.0)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    from apps.sentiment.classifier import load_latest
+    from apps.sentiment.companies import CompanyDirectory
+    from apps.sentiment.service import build_service
+    from apps.services import open_graph_registry
+    from apps.settings import load_settings
+    from models.loading import load_sentence_embedder
+    from models.provision import ModelCache
+
+    tweets = load_tweets()
+    if args.tweets and args.tweets < len(tweets):
+        tweets = random.Random(args.seed).sample(tweets, args.tweets)
+    base = load_settings()
+    embedder = load_sentence_embedder(ModelCache(base.home).resolve(base.models.embedder))
+    graphs = open_graph_registry(base, embedder)
+    directory = CompanyDirectory.from_store(graphs.get(base.sentiment.graph))
+    classifier = load_latest(base.home) if args.labels == "model" else None
+    results = {}
+    for inject in (False, True):
+        events, labels, bursts = build_events(tweets, args, directory, inject)
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = load_settings(database_url=f"sqlite:///{Path(tmp) / 'bench.sqlite'}")
+            svc = build_service(settings, embedder, graphs, classifier or GoldClassifier(labels))
+            t = time.perf_counter()
+            fired = replay(svc, events, args.batch)
+            seconds = time.perf_counter() - t
+            svc.close()
+        r = score(fired, bursts, timedelta(hours=args.max_delay_h))
+        r.update(events=len(events), seconds=seconds)
+        results[inject] = r
+        name = "with injected bursts" if inject else "without injections"
+        print(f"{name}: {len(events)} events in {seconds:.0f} s ({len(events) / seconds:.0f} events/s); "
+              f"{r['alerts']} alerts")  # fmt: skip
+    graphs.close()
+    r, clean = results[True], results[False]
+    print(
+        f"\nrules: {[x.name for x in base.sentiment.rules]}, bucket {base.sentiment.bucket_s} s, labels: {args.labels}"
+    )
+    print(f"bursts: {args.bursts} companies x {args.burst_size} bearish texts within {args.burst_minutes} min")
+    print(f"alerts={r['alerts']} precision={r['precision']:.3f} recall={r['recall']:.3f} "
+          f"delay p50={r['delay_p50_min']:.0f} min max={r['delay_max_min']:.0f} min; false: {r['false_alerts']}")  # fmt: skip
+    print(f"un-injected replay: {clean['alerts']} alerts {clean['false_alerts']}")
+    print(f"command: .venv/bin/python benchmarks/alerting.py --labels {args.labels} --tweets {args.tweets} --days {args.days} "
+          f"--bursts {args.bursts} --burst-size {args.burst_size} --seed {args.seed}")  # fmt: skip
+    print(f"precision={r['precision']:.3f} recall={r['recall']:.3f} delay_p50_min={r['delay_p50_min']:.0f} "
+          f"clean_alerts={clean['alerts']} events_per_s={r['events'] / r['seconds']:.0f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
