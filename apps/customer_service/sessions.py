@@ -11,10 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, select
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, delete, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
-
-from kgnlp.errors import StoreError
 
 __all__ = ["Conversation", "SessionStore", "Turn"]
 
@@ -83,34 +81,14 @@ class SessionStore:
 
     def open(self) -> SessionStore:
         """Connect and create tables (SQLite in WAL mode with foreign keys)."""
-        try:
-            self._engine = create_engine(self.url, future=True, pool_pre_ping=True)
-            if self._engine.dialect.name == "sqlite":
+        from apps.db import open_engine
 
-                @event.listens_for(self._engine, "connect")
-                def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-                    cur = dbapi_conn.cursor()
-                    cur.execute("PRAGMA journal_mode=WAL")
-                    cur.execute("PRAGMA foreign_keys=ON")
-                    cur.execute("PRAGMA synchronous=NORMAL")
-                    cur.close()
-
-            _Base.metadata.create_all(self._engine)
-        except Exception as e:  # sqlalchemy raises many kinds; all mean "store unavailable"
-            raise StoreError(f"cannot open session store {self._safe_url()}: {e}") from e
+        self._engine = open_engine(self.url, _Base.metadata, "session store")
         return self
 
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
-
-    def _safe_url(self) -> str:
-        from sqlalchemy.engine import make_url
-
-        try:
-            return make_url(self.url).render_as_string(hide_password=True)
-        except Exception:
-            return "<invalid url>"
 
     def _session(self) -> Session:
         if self._engine is None:

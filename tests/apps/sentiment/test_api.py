@@ -22,7 +22,7 @@ def client(service: Service) -> httpx.Client:
 def test_ready_reports_the_sentiment_model(client: httpx.Client) -> None:
     comp = client.get("/health/ready").json()["components"]["sentiment"]
     assert comp["status"] == "ready"
-    assert comp["detail"]["companies"] > 400 and "earnings" in comp["detail"]["topics"]
+    assert comp["companies"] > 400 and "earnings" in comp["topics"] and comp["classifier"]
 
 
 def test_analyze_labels_topics_and_companies_in_input_order(client: httpx.Client) -> None:
