@@ -48,6 +48,7 @@ __all__ = [
     "read_banking77",
     "read_bitext",
     "read_documents",
+    "update_corpus",
 ]
 
 CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -495,6 +496,45 @@ def build_corpus(
         "path": str(path),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def update_corpus(
+    name: str,
+    home: Path,
+    embedder: Any,
+    *,
+    add: Sequence[Document] = (),
+    delete: Iterable[str] = (),
+    graphs: Any = None,
+) -> dict[str, Any]:
+    """Add (or replace, by id) and delete documents of a built corpus, then save it atomically.
+
+    New passages are linked to the graph of the same name (``MENTIONS`` edges) like a full
+    build does. Readers of the old index keep working; a crash leaves the old or the new one.
+
+    Returns:
+        ``{"corpus", "added_passages", "deleted_passages", "documents", "passages", "mentions"}``.
+
+    Raises:
+        NotFoundError: the corpus is not built.
+    """
+    path = corpus_dir(home, name)
+    if not (path / "manifest.json").exists():
+        raise NotFoundError(f"corpus {name!r} is not built (kgnlp index build --corpus {name})")
+    corpus = Corpus.load(path)
+    emb = as_embedder(embedder, home, name=corpus.manifest.get("model") or None)
+    deleted = corpus.delete_documents(delete)
+    before = set(corpus.passages)
+    added = corpus.add_documents(list(add), emb) if add else 0
+    mentions = 0
+    if added and graphs is not None and graphs.exists(name):
+        new = [p for k, p in corpus.passages.items() if k not in before]
+        mentions = link_passages(new, graphs.get(name), graphs.linker(name), source=f"admin update of {name}")
+        graphs.refresh(name)
+    corpus.manifest["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    corpus.save(path)
+    return {"corpus": name, "added_passages": added, "deleted_passages": deleted, "mentions": mentions,
+            "documents": corpus.manifest["documents"], "passages": corpus.manifest["passages"]}  # fmt: skip
 
 
 def graph_context_for(name: str, store: Any, linker: Any, embedder: Embedder) -> GraphContext:

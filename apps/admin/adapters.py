@@ -25,6 +25,8 @@ class AdapterState(BaseModel):
 
 
 class LoadAdapter(BaseModel):
+    model_config = {"extra": "forbid"}
+
     name: str = Field(pattern=NAME)
     path: str = Field(min_length=1, max_length=4096, description="a peft adapter folder on the server")
 
