@@ -61,44 +61,62 @@ class _RuleBase(BaseModel):
     model_config = {"extra": "forbid", "frozen": True}
 
     name: str
-    min_volume: int = Field(5, ge=1, description="buckets with fewer texts are not judged")
+    min_volume: int = Field(5, ge=1, description="readings over fewer texts are not judged")
+    span: int = Field(1, ge=1, le=168, description="buckets pooled into each reading (a sliding window)")
+
+    def _pooled(self, series: Sequence[Bucket], i: int) -> Bucket:
+        """The last ``span`` buckets up to ``i`` as one bucket (keeps bucket ``i``'s start)."""
+        window = series[max(0, i - self.span + 1) : i + 1]
+        return Bucket(series[i].start, sum(b.n for b in window), sum(b.negative for b in window))
 
 
 class ShareRule(_RuleBase):
-    """Negative share of the bucket above ``threshold`` (with at least ``min_volume`` texts)."""
+    """Negative share of the pooled window above ``threshold`` (with at least ``min_volume`` texts)."""
 
     kind: Literal["share"] = "share"
     threshold: float = Field(0.5, gt=0, lt=1)
 
     def readings(self, series: Sequence[Bucket]) -> list[Reading]:
-        return [
-            Reading(b.start, b.rate, self.threshold, b.rate > self.threshold if b.n >= self.min_volume else None)
-            for b in series
-        ]
+        out = []
+        for i in range(len(series)):
+            b = self._pooled(series, i)
+            out.append(
+                Reading(b.start, b.rate, self.threshold, b.rate > self.threshold if b.n >= self.min_volume else None)
+            )
+        return out
 
 
 class _BaselineRule(_RuleBase):
-    window: int = Field(24, ge=2, description="trailing buckets forming the baseline")
-    min_baseline: int = Field(30, ge=1, description="texts the baseline needs before the rule judges")
+    window: int = Field(24, ge=2, description="trailing buckets (before the pooled window) forming the baseline")
+    min_baseline: float = Field(30, ge=0, description="texts (plus prior weight) the baseline needs to judge")
     min_rate: float = Field(0.05, gt=0, lt=1, description="floor of the baseline negative rate")
+    prior_rate: float = Field(0.15, gt=0, lt=1, description="negative rate assumed where history is thin")
+    prior_weight: float = Field(0.0, ge=0, description="pseudo-texts of the prior mixed into every baseline")
 
     def _baseline(self, series: Sequence[Bucket], i: int) -> float | None:
-        past = series[max(0, i - self.window) : i]
-        n = sum(b.n for b in past)
-        if n < self.min_baseline:
+        end = max(0, i - self.span + 1)
+        past = series[max(0, end - self.window) : end]
+        n = sum(b.n for b in past) + self.prior_weight
+        if n < self.min_baseline or n == 0:
             return None
-        return max(self.min_rate, sum(b.negative for b in past) / n)
+        neg = sum(b.negative for b in past) + self.prior_rate * self.prior_weight
+        return max(self.min_rate, neg / n)
 
 
 class ZScoreRule(_BaselineRule):
-    """z-score of the bucket's negative rate against the trailing baseline rate, above ``z``."""
+    """z-score of the pooled negative rate against the trailing baseline rate, above ``z``.
+
+    With ``prior_weight`` > 0 the baseline is shrunk towards ``prior_rate``, so companies
+    with little history are judged against the typical rate instead of not at all.
+    """
 
     kind: Literal["zscore"] = "zscore"
     z: float = Field(3.0, gt=0)
 
     def readings(self, series: Sequence[Bucket]) -> list[Reading]:
         out = []
-        for i, b in enumerate(series):
+        for i in range(len(series)):
+            b = self._pooled(series, i)
             p0 = self._baseline(series, i)
             if p0 is None or b.n < self.min_volume:
                 out.append(Reading(b.start, 0.0, self.z, None))

@@ -67,7 +67,9 @@ def readings(flags: list[bool | None]) -> list[Reading]:
 
 
 def test_episode_fires_after_pending_and_resolves_after_normal_run() -> None:
-    eps = episodes(readings([False, True, True, True, False, True, False, False, False]), AlertPolicy(pending=2, resolve_after=2))
+    eps = episodes(
+        readings([False, True, True, True, False, True, False, False, False]), AlertPolicy(pending=2, resolve_after=2)
+    )
     assert len(eps) == 1
     e = eps[0]
     assert (e.started, e.fired, e.resolved) == (1, 2, 7)
@@ -94,3 +96,23 @@ def test_cooldown_suppresses_a_new_episode_then_allows_one() -> None:
 def test_open_episode_is_reported_unresolved() -> None:
     eps = episodes(readings([False, True, True]), AlertPolicy(pending=1))
     assert len(eps) == 1 and eps[0].resolved is None and eps[0].breach_buckets == 2
+
+
+def test_span_pools_a_sliding_window() -> None:
+    rule = ShareRule(name="s", threshold=0.5, min_volume=6, span=2)
+    r = rule.readings(series([(4, 3), (4, 3), (4, 0)]))
+    # bucket 0 alone has 4 texts (< 6): not judged; buckets 0+1: 6/8; buckets 1+2: 3/8
+    assert [x.breach for x in r] == [None, True, False]
+    assert r[1].value == pytest.approx(0.75) and r[1].start == 3600
+
+
+def test_prior_lets_a_company_without_history_be_judged() -> None:
+    strict = ZScoreRule(name="z", z=3.0, min_volume=5, min_baseline=30)
+    shrunk = ZScoreRule(name="z", z=3.0, min_volume=5, min_baseline=10, prior_rate=0.15, prior_weight=20)
+    s = series([(1, 0), (8, 8)])
+    assert strict.readings(s)[1].breach is None  # one past text: no baseline
+    r = shrunk.readings(s)[1]
+    p0 = (0 + 0.15 * 20) / (1 + 20)
+    assert r.value == pytest.approx((1.0 - p0) / math.sqrt(p0 * (1 - p0) / 8)) and r.breach is True
+    # a normal bucket of the same company stays quiet
+    assert shrunk.readings(series([(1, 0), (8, 1)]))[1].breach is False
