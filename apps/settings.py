@@ -161,8 +161,10 @@ def _default_alert_rules() -> list[AlertRule]:
     from apps.sentiment.rules import ShareRule, ZScoreRule
 
     return [
-        ZScoreRule(name="negative-zscore", z=3.0, window=24, min_volume=5, min_baseline=30),
-        ShareRule(name="negative-share", threshold=0.6, min_volume=10),
+        # chosen with benchmarks/alerting.py --compare: the prior lets low-volume companies be
+        # judged at all; a 2-bucket window catches bursts that straddle a bucket boundary
+        ZScoreRule(name="negative-zscore", z=3.0, window=24, min_volume=5, min_baseline=10, prior_weight=20, span=2),
+        ShareRule(name="negative-share", threshold=0.6, min_volume=8, span=3),
     ]
 
 

@@ -242,6 +242,10 @@ def rule_presets(base: Any) -> dict[str, list[Any]]:
         "z, prior 20, span 2": [ZScoreRule(name="z", z=3.0, min_volume=5, min_baseline=10, prior_weight=20, span=2)],
         "z 4, prior 20, span 2": [ZScoreRule(name="z", z=4.0, min_volume=6, min_baseline=10, prior_weight=20, span=2)],
         "share 0.6/10 per bucket": [ShareRule(name="s", threshold=0.6, min_volume=10)],
+        "z + share per bucket (first default)": [
+            ZScoreRule(name="z", z=3.0, min_volume=5, min_baseline=30),
+            ShareRule(name="s", threshold=0.6, min_volume=10),
+        ],
         "share 0.6/8, span 3": [ShareRule(name="s", threshold=0.6, min_volume=8, span=3)],
         "ewma, prior 20": [EwmaRule(name="e", min_volume=3, min_baseline=10, prior_weight=20)],
     }
