@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_MARKERS ?= not slow and not neo4j and not gpu and not postgres
 
-.PHONY: help setup models demo serve test test-slow lint format lock clean
+.PHONY: help setup models demo serve test test-postgres test-slow lint format lock clean
 
 help:
 	@echo "make serve  - install, provision models, build demo graphs, start the API on 127.0.0.1:8000"
@@ -17,7 +17,7 @@ $(BIN)/python:
 # Reinstall only when the dependency declarations change.
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,postgres]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -30,12 +30,19 @@ demo: models
 	$(BIN)/kgnlp kg build-demo finance
 	$(BIN)/kgnlp index build --corpus retail
 	$(BIN)/kgnlp cs setup
+	$(BIN)/kgnlp sentiment setup
+	$(BIN)/kgnlp recommend setup
 
 serve: demo
 	$(BIN)/kgnlp serve
 
 test: demo
 	$(BIN)/python -m pytest -m "$(PYTEST_MARKERS)"
+
+# Needs KGNLP_TEST_POSTGRES_URL (.ci/run starts a throw-away server with .ci/postgres.sh, after
+# `make test` has built the demo; the tests provision any model they miss themselves).
+test-postgres: setup
+	$(BIN)/python -m pytest -m "postgres and not slow"
 
 test-slow: demo
 	$(BIN)/python -m pytest -m slow

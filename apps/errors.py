@@ -104,6 +104,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        cause = exc.__cause__  # FastAPI's 400 "error parsing the body" hides why; say it
+        if isinstance(cause, UnicodeDecodeError):
+            message = f"request body is not valid UTF-8 (byte {cause.start}: {cause.reason})"
+        elif isinstance(cause, RecursionError):
+            message = "request JSON is nested too deeply"
         return JSONResponse(error_body(request, exc.status_code, message), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -38,7 +38,9 @@ class RequestId:
 
 
 class BodySizeLimit:
-    """Answer 413 before reading more than ``max_bytes`` of a request body."""
+    """Answer 413 before reading more than ``max_bytes`` of a request body, and 422 for a JSON body
+    whose text holds a NUL character (``\\u0000``): PostgreSQL text cannot store one, and no route
+    wants one, so it is refused the same way on every backend."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -54,20 +56,31 @@ class BodySizeLimit:
             await self._reject(scope, send)
             return
         seen = 0
+        is_json = b"json" in headers.get(b"content-type", b"").lower()
+        tail = b""  # the end of the previous chunk: an escape may straddle two chunks
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, tail
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                seen += len(chunk)
                 if seen > self.max_bytes:
                     raise _TooLarge
+                if is_json and _JSON_NUL.search(tail + chunk):
+                    raise _NulInJson
+                tail = (tail + chunk)[-64:]
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
             await self._reject(scope, send)
+        except _NulInJson:
+            from apps.errors import send_error
+
+            message = "request text contains a NUL character (\\u0000), which is not allowed"
+            await send_error(scope, send, 422, message)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         request_id: Any = scope.get("state", {}).get("request_id")
@@ -87,5 +100,14 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
+# BaseException: FastAPI turns an Exception raised while it reads the body into a 400.
+class _TooLarge(BaseException):
     pass
+
+
+class _NulInJson(BaseException):
+    pass
+
+
+# `\u0000` not itself escaped (preceded by an even number of backslashes)
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")

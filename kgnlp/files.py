@@ -8,12 +8,14 @@ after ``kill -9``) sees either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ __all__ = [
     "atomic_write_text",
     "default_home",
     "fsync_dir",
+    "recover_dir",
     "sha256_file",
 ]
 
@@ -79,9 +82,15 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     Yields the temporary directory to fill. On success an existing ``final`` is
     replaced (the old copy is removed only after the new one is in place); on an
     exception the temporary directory is deleted and ``final`` is untouched.
+
+    On Linux the two directories are swapped in one step (``renameat2`` with
+    ``RENAME_EXCHANGE``), so ``final`` always exists. Elsewhere the swap is two renames;
+    a process killed between them leaves the previous copy beside ``final``, and
+    :func:`recover_dir` (called here and by readers) puts it back.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         tmp.chmod(0o755)
@@ -90,6 +99,10 @@ def atomic_dir(final: Path) -> Iterator[Path]:
             if p.is_file():
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())
+        if final.exists() and _exchange(tmp, final):
+            fsync_dir(final.parent)
+            shutil.rmtree(tmp, ignore_errors=True)  # it holds the previous copy now
+            return
         old = None
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -101,6 +114,65 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV):
+        return False  # an old kernel or a file system without the flag: fall back to two renames
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_dir(final: Path) -> bool:
+    """Put back the previous copy of ``final`` when a process died in the middle of replacing it.
+
+    Only copies left by a process that no longer runs are restored (a live one is still
+    finishing its own swap).
+
+    Args:
+        final: a directory written with :func:`atomic_dir`.
+
+    Returns:
+        True when a copy was restored.
+    """
+    final = Path(final)
+    if final.exists() or not final.parent.is_dir():
+        return False
+    olds = [
+        p
+        for p in final.parent.glob(f".{glob_escape(final.name)}.old-*")
+        if p.name.rsplit("-", 1)[-1].isdigit() and not _alive(int(p.name.rsplit("-", 1)[-1]))
+    ]
+    if not olds:
+        return False
+    newest = max(olds, key=lambda p: p.stat().st_mtime)
+    try:
+        os.replace(newest, final)
+    except OSError:  # another process restored one first
+        return False
+    fsync_dir(final.parent)
+    return True
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -107,6 +107,10 @@ def load_sentence_embedder(path: Path, device: str = "cpu") -> SentenceTransform
     from sentence_transformers import SentenceTransformer
 
     try:
-        return SentenceTransformer(str(path), device=device, local_files_only=True)
+        model = SentenceTransformer(str(path), device=device, local_files_only=True)
     except (OSError, ValueError) as e:
         raise ModelUnavailableError(f"cannot load a sentence-transformers model from {path}: {e}") from e
+    # the folder name identifies the model in embedding caches and index manifests, so a
+    # loaded model and the same model passed by path agree (and indexes are not rebuilt)
+    model.model_path = str(path)
+    return model

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from kgnlp.errors import ConfigurationError, NotFoundError, StoreError, ValidationError
-from kgnlp.files import atomic_dir, sha256_file
+from kgnlp.files import atomic_dir, recover_dir, sha256_file
 from retrieval.chunking import chunk_documents
 from retrieval.embedder import Embedder, EmbeddingCache, SentenceEmbedder
 from retrieval.graph_context import EntityRanker, ExampleVoter, GraphContext
@@ -349,6 +349,7 @@ class Corpus:
     def load(cls, path: Path) -> Corpus:
         """Read a corpus written by :meth:`save`."""
         path = Path(path)
+        recover_dir(path)  # a build killed mid-swap (non-Linux) leaves the previous copy beside it
         if not (path / "manifest.json").exists():
             raise NotFoundError(f"no corpus index at {path}")
         try:

@@ -12,6 +12,8 @@ SESSION_ID = r"^[A-Za-z0-9._:-]{1,128}$"
 
 
 class AnswerRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
     session_id: str = Field(pattern=SESSION_ID, description="any client-chosen id; letters, digits, . _ : -")
     message: str = Field(min_length=1, max_length=4000)
 

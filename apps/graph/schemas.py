@@ -102,6 +102,8 @@ class NeighborsResponse(BaseModel):
 class LinkRequest(BaseModel):
     """Text to link against a graph's entities."""
 
+    model_config = {"extra": "forbid"}
+
     text: str = Field(min_length=1, max_length=20_000)
     min_score: float = Field(default=0.6, ge=0.0, le=1.0)
 

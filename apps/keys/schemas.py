@@ -10,6 +10,8 @@ __all__ = ["CreateKey", "CreatedKey", "KeyList", "KeyOut"]
 
 
 class CreateKey(BaseModel):
+    model_config = {"extra": "forbid"}
+
     name: str = Field(min_length=1, max_length=100, description="who or what uses the key")
     scopes: list[str] = Field(min_length=1, max_length=3, description="read, write and/or admin")
     rate_limit: str | None = Field(None, max_length=100, description="own limit, e.g. 10/second")

@@ -101,7 +101,7 @@ class FeedbackIn(BaseModel):
     item_id: str = Field(min_length=1, max_length=256)
     event: Literal["click", "play", "skip"]
     event_id: str | None = Field(None, pattern=ID, description="makes a retried event count once")
-    ts: float | None = Field(None, ge=0, description="unix time; default now")
+    ts: float | None = Field(None, ge=0, allow_inf_nan=False, description="unix time; default now")
 
 
 class FeedbackRequest(BaseModel):

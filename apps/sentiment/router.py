@@ -80,12 +80,15 @@ def timeline(
     """Counts per time bucket for a company, sector or topic, with its alerts; JSON or a PNG chart."""
     scope, key = svc.resolve_scope(entity)
     bucket = bucket_s or svc.monitor.bucket_s
-    if end is None:
-        latest = svc.store.latest_ts()
-        end = datetime.fromtimestamp((latest or int(datetime.now(UTC).timestamp())) + 1, UTC)
-    end = end if end.tzinfo else end.replace(tzinfo=UTC)
-    start = start or end - timedelta(days=7)
-    start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    try:  # near datetime.min/max the arithmetic overflows: a client error, not a 500
+        if end is None:
+            latest = svc.store.latest_ts()
+            end = datetime.fromtimestamp((latest or int(datetime.now(UTC).timestamp())) + 1, UTC)
+        end = end if end.tzinfo else end.replace(tzinfo=UTC)
+        start = start or end - timedelta(days=7)
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    except (OverflowError, ValueError) as e:
+        raise ValidationError(f"time range out of bounds: {e}") from e
     t0, t1 = int(start.timestamp()), int(end.timestamp())
     if t1 <= t0:
         raise ValidationError(f"'from' ({start.isoformat()}) must be before 'to' ({end.isoformat()})")

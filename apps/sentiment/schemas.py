@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 __all__ = [
     "AckRequest",
@@ -61,6 +61,16 @@ class EventItem(BaseModel):
     entity: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
         None, description="attribute explicitly to this company (entity id or ticker)"
     )
+
+    @field_validator("timestamp")
+    @classmethod
+    def _in_range(cls, v: datetime) -> datetime:
+        # buckets are `ts // width` in SQL (truncating: pre-1970 times would land in the wrong bucket)
+        # and timelines add days to the newest event (year 9999 overflows)
+        aware = v if v.tzinfo else v.replace(tzinfo=UTC)
+        if not datetime(1970, 1, 1, tzinfo=UTC) <= aware < datetime(3000, 1, 1, tzinfo=UTC):
+            raise ValueError("must be between 1970-01-01 and 3000-01-01 (UTC)")
+        return v
 
 
 class EventsRequest(BaseModel):

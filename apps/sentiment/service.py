@@ -152,6 +152,9 @@ class SentimentService:
         result = self.store.add_events(records)
         inserted = set(result.inserted)
         touched = [(s, k, r.ts) for r in records if r.id in inserted for s, k in r.scopes]
+        # events stored before (e.g. by a replay killed between its commit and the evaluation)
+        # are evaluated again: evaluation is idempotent, so a retry completes what was cut short
+        touched += self.store.mentions_of(known)
         changes = self.monitor.evaluate(touched)
         dupes, stored = [], set()
         for e in batch:

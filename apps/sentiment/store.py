@@ -245,6 +245,18 @@ class SentimentStore:
                 raise StoreError(f"event ingest failed: {e}") from e
         raise AssertionError("unreachable")
 
+    def mentions_of(self, event_ids: Iterable[str]) -> list[tuple[str, str, int]]:
+        """``(scope, key, ts)`` of stored events' mentions (to re-evaluate what they touched)."""
+        ids = list(event_ids)
+        out: list[tuple[str, str, int]] = []
+        with self.engine.connect() as c:
+            for i in range(0, len(ids), 500):
+                q = select(mentions.c.scope, mentions.c.key, mentions.c.ts).where(
+                    mentions.c.event_id.in_(ids[i : i + 500])
+                )
+                out += [(s, k, int(ts)) for s, k, ts in c.execute(q)]
+        return out
+
     def count_events(self) -> int:
         with self.engine.connect() as c:
             return int(c.scalar(select(func.count()).select_from(events)) or 0)

@@ -36,6 +36,7 @@ def service(model_home: Path, generator_path: Path, tmp_path_factory: pytest.Tem
     adapters = tmp_path_factory.mktemp("adapters")
     _make_adapter(generator_path, adapters / "alpha", seed=1)
     _ensure_customer_service(model_home)
+    _ensure_sentiment(model_home)
     state = tmp_path_factory.mktemp("state") / "state.sqlite"
     settings = load_settings(
         home=model_home,
@@ -57,3 +58,48 @@ def _ensure_customer_service(home: Path) -> None:
     embedder = load_sentence_embedder(home / "models" / "all-minilm-l6-v2")
     build_corpus("retail", home, embedder)
     train_intents(home, embedder)
+
+
+def _ensure_sentiment(home: Path) -> None:
+    """A registered sentiment model (``make test`` runs ``kgnlp sentiment setup``; instant then)."""
+    from apps.sentiment.training import ensure_default_model
+
+    ensure_default_model(home, home / "models" / "all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
+def nogen_service(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The real service without the generator (generation routes answer 503 at once), with its own
+    home: models and trained apps linked from the real one, indexes copied (admin routes write
+    them), state, keys, graphs and adapters fresh. For fuzzing and hostile-input tests that write."""
+    import shutil
+
+    from apps.main import create_app
+    from apps.settings import load_settings
+    from kg.demo import build_demo
+    from kg.registry import GraphRegistry
+    from tests.conftest import LiveServer
+
+    root = tmp_path_factory.mktemp("nogen")
+    with GraphRegistry(root / "graphs") as registry:
+        build_demo("finance", registry.get("finance", create=True))
+    (root / "adapters").mkdir()
+    _ensure_customer_service(model_home)
+    _ensure_sentiment(model_home)
+    home = root / "home"
+    home.mkdir()
+    for entry in model_home.iterdir():
+        if entry.name == "indexes":
+            shutil.copytree(entry, home / entry.name)
+        elif entry.is_dir():
+            (home / entry.name).symlink_to(entry, target_is_directory=True)
+    settings = load_settings(
+        home=home,
+        graph={"path": root / "graphs"},
+        models={"load_generator": False, "adapter_dir": root / "adapters"},
+        auth={"keys_path": root / "keys.sqlite"},
+        database_url=f"sqlite:///{root / 'state.sqlite'}",
+    )
+    app = create_app(settings)
+    with LiveServer(app) as live:
+        yield Service(live.url, app)

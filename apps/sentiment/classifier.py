@@ -1,0 +1,245 @@
+"""The served financial-sentiment classifier: three labels with calibrated probabilities.
+
+A registered model is a folder under ``KGNLP_HOME/sentiment/models/NAME/`` written atomically
+(``kgnlp.files.atomic_dir``) by ``apps.sentiment.training.register_model``::
+
+    manifest.json   kind, created, data, metrics, calibration {temperature, ece_before, ece_after},
+                    members [{path, weight}], max_len, quantize
+    members/0/      a transformers sequence classifier (safetensors + tokenizer), one per member
+
+No pickle: weights are safetensors, everything else JSON. Serving quantizes the members'
+``nn.Linear`` layers to int8 (dynamic) at load time when the manifest says so, sorts each call's
+texts by length and pads per batch (dynamic padding). Probabilities are
+``softmax(log p_mix / T)`` where ``p_mix`` is the (weighted) member mixture and ``T`` the
+temperature fit on the validation split.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from kgnlp.errors import ModelUnavailableError, NotFoundError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "LABELS",
+    "MANIFEST",
+    "RegisteredClassifier",
+    "SentimentClassifier",
+    "SentimentPrediction",
+    "load_latest",
+    "load_registered",
+    "models_dir",
+    "registered_models",
+]
+
+LABELS = ("negative", "neutral", "positive")
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class SentimentPrediction:
+    """One text's sentiment.
+
+    Attributes:
+        label: the most probable of ``LABELS``.
+        probabilities: all three labels, calibrated, summing to 1.
+    """
+
+    label: str
+    probabilities: dict[str, float]
+
+
+@runtime_checkable
+class SentimentClassifier(Protocol):
+    """What the sentiment app serves."""
+
+    name: str
+
+    def predict(self, texts: Sequence[str]) -> list[SentimentPrediction]:
+        """Predictions in input order (batched inside)."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """Kind, version, training data, metrics and size (for ``/health/ready``)."""
+        ...
+
+
+def models_dir(home: Path) -> Path:
+    """Where registered sentiment models live: ``home/sentiment/models``."""
+    return Path(home) / "sentiment" / "models"
+
+
+def registered_models(home: Path) -> list[Path]:
+    """Complete registered model folders, oldest first (by manifest ``created``, then name)."""
+    root = models_dir(home)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        if p.name.startswith(".") or not (p / MANIFEST).is_file():
+            continue  # atomic_dir temporaries and half-written folders are skipped
+        try:
+            created = str(json.loads((p / MANIFEST).read_text()).get("created", ""))
+        except (OSError, ValueError):
+            continue
+        found.append((created, p.name, p))
+    return [p for _, _, p in sorted(found)]
+
+
+class _Member:
+    """One transformers classifier: raw label probabilities in ``LABELS`` order."""
+
+    def __init__(self, folder: Path, max_len: int, batch_size: int, quantize: bool) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+        except (OSError, ValueError) as e:
+            raise ModelUnavailableError(f"cannot load sentiment model member {folder}: {e}") from e
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        id2label = {int(k): v for k, v in model.config.id2label.items()}
+        if sorted(id2label.values()) != sorted(LABELS):
+            raise ModelUnavailableError(f"{folder}: labels {sorted(id2label.values())} are not {list(LABELS)}")
+        # column j of the model's output is LABELS.index(id2label[j])
+        self.order = [LABELS.index(id2label[j]) for j in range(len(LABELS))]
+        model.eval()
+        self.float_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        if quantize:
+            from models.loading import quantize_int8_dynamic
+
+            model = quantize_int8_dynamic(model, keep_float=("classifier", "score", "pooler.dense"))[0]
+        self.model = model
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self._torch = torch
+
+    def log_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """``(n, 3)`` log-probabilities; texts are length-sorted and padded per batch."""
+        import numpy as np
+
+        torch = self._torch
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), len(LABELS)), dtype=np.float64)
+        with torch.inference_mode():
+            for s in range(0, len(order), self.batch_size):
+                idx = order[s : s + self.batch_size]
+                enc = self.tokenizer(
+                    [texts[i] for i in idx], truncation=True, max_length=self.max_len, padding=True, return_tensors="pt"
+                )
+                logits = self.model(**enc).logits.float()
+                lp = torch.log_softmax(logits, -1).double().numpy()
+                out[np.ix_(idx, self.order)] = lp
+        return out
+
+
+class RegisteredClassifier:
+    """A registered model folder behind the ``SentimentClassifier`` protocol.
+
+    Args:
+        folder: the registered model folder (with ``manifest.json``).
+        batch_size: texts per forward pass.
+        quantize: override the manifest's int8 choice (None: as registered).
+    """
+
+    def __init__(self, folder: Path, batch_size: int = 64, quantize: bool | None = None) -> None:
+        self.folder = Path(folder)
+        self.batch_size = batch_size
+        try:
+            self.manifest: dict[str, Any] = json.loads((self.folder / MANIFEST).read_text())
+        except (OSError, ValueError) as e:
+            raise NotFoundError(f"{self.folder} is not a registered sentiment model: {e}") from e
+        self.name: str = self.manifest.get("name", self.folder.name)
+        self.temperature = float(self.manifest.get("calibration", {}).get("temperature", 1.0))
+        self.quantize = bool(self.manifest.get("quantize", False)) if quantize is None else quantize
+        self._members: list[_Member] | None = None
+        self._weights = [float(m.get("weight", 1.0)) for m in self.manifest.get("members", [])]
+        if not self._weights:
+            raise NotFoundError(f"{self.folder}: manifest lists no members")
+
+    def load(self) -> RegisteredClassifier:
+        """Load the member weights now (otherwise on the first ``predict``)."""
+        if self._members is None:
+            max_len = int(self.manifest.get("max_len", 128))
+            self._members = [
+                _Member(self.folder / m["path"], max_len, self.batch_size, self.quantize)
+                for m in self.manifest["members"]
+            ]
+        return self
+
+    def log_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Uncalibrated log-probabilities of the member mixture, ``(n, 3)`` in ``LABELS`` order."""
+        import numpy as np
+
+        members = self.load()._members
+        assert members is not None
+        if len(members) == 1:
+            return members[0].log_proba(texts)
+        w = np.asarray(self._weights) / sum(self._weights)
+        mix = sum(wi * np.exp(m.log_proba(texts)) for wi, m in zip(w, members, strict=True))
+        return np.log(np.clip(mix, 1e-12, None))
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Calibrated probabilities ``softmax(log p / T)``, ``(n, 3)`` in ``LABELS`` order."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, len(LABELS)))
+        z = self.log_proba(texts) / self.temperature
+        z -= z.max(1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(1, keepdims=True)
+
+    def predict(self, texts: Sequence[str]) -> list[SentimentPrediction]:
+        """Calibrated predictions in input order."""
+        proba = self.predict_proba(list(texts))
+        return [
+            SentimentPrediction(LABELS[int(p.argmax())], {lab: float(v) for lab, v in zip(LABELS, p, strict=True)})
+            for p in proba
+        ]
+
+    def info(self) -> dict[str, Any]:
+        """Kind, version (name), created, data, metrics, calibration and size."""
+        m = self.manifest
+        disk = sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
+        return {
+            "kind": m.get("kind"),
+            "version": self.name,
+            "created": m.get("created"),
+            "trained_on": m.get("data"),
+            "metrics": m.get("metrics", {}),
+            "calibration": m.get("calibration", {}),
+            "members": len(self._weights),
+            "quantize": "int8-dynamic" if self.quantize else "none",
+            "size": {"disk_bytes": disk, "params": m.get("params")},
+        }
+
+
+def load_registered(folder: Path, batch_size: int = 64) -> RegisteredClassifier:
+    """Load one registered model folder (weights loaded now)."""
+    return RegisteredClassifier(folder, batch_size).load()
+
+
+def load_latest(home: Path, batch_size: int = 64) -> SentimentClassifier:
+    """The newest registered sentiment model, loaded.
+
+    Args:
+        home: ``KGNLP_HOME``.
+        batch_size: texts per forward pass.
+
+    Raises:
+        NotFoundError: when no model is registered.
+    """
+    found = registered_models(home)
+    if not found:
+        raise NotFoundError("no sentiment model registered; run `kgnlp sentiment setup`")
+    return load_registered(found[-1], batch_size)

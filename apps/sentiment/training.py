@@ -1,0 +1,529 @@
+"""Training, calibration and registration of the sentiment classifier.
+
+- ``candidate_config``: the fine-tuning recipes compared in ``benchmarks/sentiment.py`` (one
+  ``models.config.RunConfig`` each, trained by ``models.finetune``).
+- ``fit_temperature`` / ``expected_calibration_error``: temperature scaling on the validation split.
+- ``register_model``: copies trained run(s) into ``KGNLP_HOME/sentiment/models/NAME`` atomically,
+  fits the temperature on the served (int8) form, measures test metrics and writes the manifest.
+- ``train_default`` (``kgnlp sentiment setup``): MiniLM on the shipped twitter set, a few minutes.
+- ``train_chosen`` (``kgnlp sentiment train``): the configuration chosen by the benchmark, on
+  PhraseBank + twitter from ``../shared/data`` (or ``--data DIR``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from apps.sentiment.classifier import LABELS, MANIFEST, RegisteredClassifier, models_dir, registered_models
+from apps.sentiment.classifier_data import (
+    SplitInfo,
+    prepare_splits,
+    prepare_twitter_splits,
+    shipped_twitter_csv,
+)
+from kgnlp.errors import ConfigurationError, NotFoundError
+from kgnlp.files import atomic_dir, atomic_write_json
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from models.config import RunConfig
+
+__all__ = [
+    "CANDIDATES",
+    "CHOSEN",
+    "candidate_config",
+    "dapt_texts",
+    "ensure_default_model",
+    "evaluate_proba",
+    "expected_calibration_error",
+    "fit_temperature",
+    "parse_recipe",
+    "register_model",
+    "train_chosen",
+    "train_default",
+]
+
+Log = Callable[[str], None]
+
+# Fine-tuning recipes (RunConfig overrides). "splits": which data the run trains on.
+_BASE_TRAIN: dict[str, Any] = {
+    "batch_size": 32,
+    "max_len": 64,
+    "lr": 1e-4,
+    "head_lr": 1e-3,
+    "warmup_ratio": 0.06,
+    "scheduler": "linear",
+    "num_threads": 1,  # measured: 2 threads stall when the 2 cores are shared with other jobs
+}
+TWITTER_ROWS = 2000  # stratified twitter subset added to PhraseBank's training part (CPU time)
+CANDIDATES: dict[str, dict[str, Any]] = {
+    # MiniLM-L6 full fine-tune on PhraseBank only (the DESIGN baseline recipe, higher head lr)
+    "minilm-pb": {"splits": "pb", "model": "all-minilm-l6-v2", "train": {"epochs": 3}},
+    # the same on PhraseBank + 2,000 tweets (shorter, noisier finance text)
+    "minilm-pbtw": {"splits": "pbtw", "model": "all-minilm-l6-v2", "train": {"epochs": 2}},
+    # domain-adaptive MLM on unlabelled finance text (training sentences + all tweets), then minilm-pb's recipe
+    "minilm-dapt-pb": {"splits": "pb", "model": "@dapt", "train": {"epochs": 3}},
+    # SmolLM2-135M + LoRA (r=16 on all projections) with a classification head, time-capped
+    "smollm2-lora-pb": {
+        "splits": "pb",
+        "model": "smollm2-135m-instruct",
+        "method": {"kind": "lora", "r": 16, "alpha": 32, "target_modules": "all-linear"},
+        "train": {"epochs": 1, "lr": 5e-4, "head_lr": 2e-3, "batch_size": 16, "max_minutes": 6},
+    },
+}
+CHOSEN = "minilm-pb"  # picked by benchmarks/sentiment.py (docs/sentiment_classifier.md)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def candidate_config(name: str, splits: SplitInfo, out_root: Path, model: str | None = None, **train: Any) -> RunConfig:
+    """The ``RunConfig`` of candidate ``name`` on the given splits.
+
+    Args:
+        name: a key of ``CANDIDATES``.
+        splits: written by ``prepare_splits``/``prepare_twitter_splits``.
+        out_root: run directories go to ``out_root/name``.
+        model: override the backbone (a folder or catalog name; needed for ``@dapt``).
+        train: extra ``train`` overrides (e.g. ``epochs``, ``max_minutes``).
+
+    Returns:
+        The validated config.
+    """
+    from models.config import build_config
+
+    if name not in CANDIDATES:
+        raise ConfigurationError(f"candidate: {name!r} is not one of {sorted(CANDIDATES)}")
+    spec = CANDIDATES[name]
+    backbone = model or spec["model"]
+    if backbone.startswith("@"):
+        raise ConfigurationError(f"candidate {name!r}: pass model= (the {backbone} folder)")
+    raw = {
+        "task": "classify",
+        "model": backbone,
+        "output_dir": str(Path(out_root) / name),
+        "labels": list(LABELS),
+        "data": {"train": str(splits.train), "validation": str(splits.validation), "test": str(splits.test)},
+        "method": spec.get("method", {"kind": "full"}),
+        "train": {**_BASE_TRAIN, **spec.get("train", {}), **train},
+    }
+    return build_config(raw)
+
+
+def fit_temperature(log_proba: np.ndarray, y: Sequence[int]) -> float:
+    """The temperature ``T`` minimising the NLL of ``softmax(log_proba / T)`` (grid, then refined).
+
+    Args:
+        log_proba: ``(n, C)`` uncalibrated log-probabilities (or logits).
+        y: true class ids.
+
+    Returns:
+        ``T`` in [0.05, 20].
+    """
+    import numpy as np
+
+    z = np.asarray(log_proba, dtype=np.float64)
+    yy = np.asarray(y)
+
+    def nll(t: float) -> float:
+        s = z / t
+        s = s - s.max(1, keepdims=True)
+        lse = np.log(np.exp(s).sum(1))
+        return float((lse - s[np.arange(len(yy)), yy]).mean())
+
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 200))
+    best = float(grid[int(np.argmin([nll(t) for t in grid]))])
+    fine = np.exp(np.linspace(np.log(best) - 0.05, np.log(best) + 0.05, 101))
+    return float(fine[int(np.argmin([nll(t) for t in fine]))])
+
+
+def expected_calibration_error(proba: np.ndarray, y: Sequence[int], bins: int = 15) -> float:
+    """Top-label ECE: the confidence-weighted gap between confidence and accuracy over equal-width bins."""
+    import numpy as np
+
+    p = np.asarray(proba)
+    yy = np.asarray(y)
+    conf = p.max(1)
+    correct = (p.argmax(1) == yy).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in itertools.pairwise(edges):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def _softmax(z: np.ndarray, t: float = 1.0) -> np.ndarray:
+    import numpy as np
+
+    s = np.asarray(z, dtype=np.float64) / t
+    s = s - s.max(1, keepdims=True)
+    e = np.exp(s)
+    return e / e.sum(1, keepdims=True)
+
+
+def evaluate_proba(proba: np.ndarray, y: Sequence[int], allagree: Sequence[int] | None = None) -> dict[str, float]:
+    """Accuracy, macro-F1, log-loss, ECE (and accuracy on the AllAgree rows when flagged)."""
+    import numpy as np
+
+    from models.classify import classification_metrics
+
+    out = classification_metrics(list(y), np.asarray(proba))
+    out["ece"] = expected_calibration_error(proba, y)
+    if allagree is not None and any(allagree):
+        m = np.asarray(allagree, dtype=bool)
+        out["allagree_accuracy"] = float((np.asarray(proba)[m].argmax(1) == np.asarray(y)[m]).mean())
+        out["allagree_n"] = int(m.sum())
+    return out
+
+
+def read_split(path: Path) -> tuple[list[str], list[int], list[int]]:
+    """``(texts, label ids, allagree flags)`` of a split CSV written by ``prepare_splits``."""
+    import csv
+
+    texts, y, agree = [], [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            texts.append(row["text"])
+            y.append(LABELS.index(row["label"]))
+            agree.append(int(row.get("allagree") or 0))
+    return texts, y, agree
+
+
+def register_model(
+    home: Path,
+    run_dirs: Sequence[Path],
+    kind: str,
+    splits: SplitInfo,
+    data: dict[str, Any],
+    weights: Sequence[float] | None = None,
+    quantize: bool = True,
+    max_len: int = 64,
+    extra: dict[str, Any] | None = None,
+    log: Log = print,
+) -> Path:
+    """Register trained full-weight run(s) as a served sentiment model.
+
+    The folder is built in a temporary sibling: members' ``model/`` folders are copied, the
+    served form (int8 when ``quantize``) is loaded from there, its temperature is fit on the
+    validation split, test metrics are measured, the manifest is written, then the folder is
+    renamed into place (``kgnlp.files.atomic_dir``).
+
+    Args:
+        home: ``KGNLP_HOME``.
+        run_dirs: ``models.finetune`` runs with a ``model/`` folder (one, or several for a mean ensemble).
+        kind: e.g. ``"minilm-ft"`` (the name is ``KIND-YYYYmmddTHHMMSS``).
+        splits: the validation (temperature) and test (reported) files.
+        data: what the model was trained on (recorded in the manifest).
+        weights: member weights (default equal).
+        quantize: serve with int8 dynamic quantization.
+        max_len: truncation length at serving time.
+        extra: more manifest fields (e.g. training minutes).
+        log: progress lines.
+
+    Returns:
+        The registered folder.
+    """
+    import numpy as np
+
+    if not run_dirs:
+        raise ConfigurationError("run_dirs: need at least one trained run")
+    for r in run_dirs:
+        if not (Path(r) / "model").is_dir():
+            raise NotFoundError(f"{r} has no model/ (register full fine-tuning runs)")
+    created = _now()
+    name = f"{kind}-{created.strftime('%Y%m%dT%H%M%S')}"
+    final = models_dir(home) / name
+    w = list(weights) if weights is not None else [1.0] * len(run_dirs)
+    with atomic_dir(final) as tmp:
+        members = []
+        for i, (r, wi) in enumerate(zip(run_dirs, w, strict=True)):
+            shutil.copytree(Path(r) / "model", tmp / "members" / str(i))
+            members.append({"path": f"members/{i}", "weight": float(wi), "source_run": str(r)})
+        manifest: dict[str, Any] = {
+            "name": name,
+            "kind": kind,
+            "created": created.isoformat(),
+            "labels": list(LABELS),
+            "data": data,
+            "members": members,
+            "max_len": max_len,
+            "quantize": quantize,
+            "format": "transformers safetensors members + JSON manifest",
+            "calibration": {"temperature": 1.0},
+            **(extra or {}),
+        }
+        atomic_write_json(tmp / MANIFEST, manifest)
+        clf = RegisteredClassifier(tmp).load()
+        manifest["params"] = sum(sum(p.numel() for p in m.model.parameters()) for m in clf._members or [])
+        vx, vy, _ = read_split(splits.validation)
+        tx, ty, tagree = read_split(splits.test)
+        t0 = time.perf_counter()
+        val_lp = clf.log_proba(vx)
+        test_lp = val_lp if splits.test == splits.validation else clf.log_proba(tx)
+        seconds = time.perf_counter() - t0
+        temp = fit_temperature(val_lp, vy)
+        before = evaluate_proba(_softmax(test_lp), ty, tagree)
+        after = evaluate_proba(_softmax(test_lp, temp), ty, tagree)
+        manifest["calibration"] = {
+            "method": "temperature scaling on the validation split",
+            "temperature": temp,
+            "val_ece_before": expected_calibration_error(_softmax(val_lp), vy),
+            "val_ece_after": expected_calibration_error(_softmax(val_lp, temp), vy),
+            "test_ece_before": before["ece"],
+            "test_ece_after": after["ece"],
+        }
+        manifest["metrics"] = {
+            "test": after,
+            "test_examples": len(ty),
+            "eval_texts_per_s": round((len(vx) + (0 if test_lp is val_lp else len(tx))) / seconds, 1),
+            "splits": splits.counts,
+            "splits_fingerprint": splits.fingerprint,
+        }
+        atomic_write_json(tmp / MANIFEST, manifest)
+        np.savez(tmp / "eval_log_proba.npz", val=val_lp, test=test_lp)  # for ensembles/audits; not loaded to serve
+    log(
+        f"registered {final}: test accuracy={after['accuracy']:.4f} macro_f1={after['macro_f1']:.4f} "
+        f"T={temp:.3f} ECE {before['ece']:.4f}→{after['ece']:.4f}"
+    )
+    return final
+
+
+def _embedder(home: Path, embedder_path: Path | None = None) -> Path:
+    if embedder_path is not None:
+        return Path(embedder_path)
+    from models.catalog import DEFAULT_EMBEDDER
+    from models.provision import ModelCache
+
+    return ModelCache(home).ensure(DEFAULT_EMBEDDER)
+
+
+def train_default(
+    home: Path,
+    twitter_csv: Path | None = None,
+    embedder_path: Path | None = None,
+    max_steps: int = 150,
+    max_minutes: float = 8.0,
+    force: bool = False,
+    log: Log = print,
+) -> Path:
+    """Build the out-of-the-box model: MiniLM fine-tuned on the shipped twitter set (no ``../shared``).
+
+    A fixed number of steps (the LR schedule is planned for them), so the model is the same on a
+    quiet machine (about 1.5 minutes of training on 2 cores) and a loaded one (slower, not worse);
+    ``max_minutes`` is only a safety cap. Idempotent: returns the newest registered model at once
+    unless ``force``; a file lock keeps concurrent set-ups from training twice.
+
+    Args:
+        home: ``KGNLP_HOME``.
+        twitter_csv: the labelled tweets (default: ``data/finance/sentiment/``).
+        embedder_path: the all-MiniLM-L6-v2 folder (default: pulled into the model cache).
+        max_steps: optimiser steps of 32 tweets (150: about half of the 8.6k training tweets once).
+        max_minutes: safety cap on training time.
+        force: rebuild even when a model is registered.
+        log: progress lines.
+
+    Returns:
+        The registered model folder.
+    """
+    from filelock import FileLock
+
+    from models.finetune import finetune
+
+    root = Path(home) / "sentiment"
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / ".setup.lock")):
+        existing = registered_models(home)
+        if existing and not force:
+            log(f"sentiment model already registered: {existing[-1]} (use --force to rebuild)")
+            return existing[-1]
+        started = time.monotonic()
+        src = Path(twitter_csv) if twitter_csv else shipped_twitter_csv()
+        work = root / "work" / "default"
+        splits = prepare_twitter_splits(work / "splits", src)
+        cfg = candidate_config(
+            "minilm-pbtw",
+            splits,
+            work / "runs",
+            model=str(_embedder(home, embedder_path)),
+            max_steps=max_steps,
+            max_minutes=max_minutes,
+            eval_every=max_steps,
+        )
+        cfg = cfg.model_copy(update={"output_dir": work / "runs" / f"default-{_now().strftime('%Y%m%dT%H%M%S')}"})
+        result = finetune(cfg, resume=False, log=log)
+        folder = register_model(
+            home,
+            [cfg.output_dir],
+            "minilm-twitter",
+            splits,
+            data={
+                "train": f"{src.name} (twitter financial news, MIT): {result['steps']} steps of 32 "
+                f"from {result['train_examples']} training tweets",
+                "note": "default model of `kgnlp sentiment setup`; its test split is the held-out 10% of the tweets",
+            },
+            extra={"train_minutes": round((time.monotonic() - started) / 60, 2), "recipe": "default"},
+            log=log,
+        )
+        shutil.rmtree(cfg.output_dir, ignore_errors=True)  # the registered copy is all that is needed
+        return folder
+
+
+def ensure_default_model(home: Path, embedder_path: Path | None = None, log: Log = print) -> Path:
+    """The newest registered model, building the default one first when none is (for tests and demos)."""
+    existing = registered_models(home)
+    return existing[-1] if existing else train_default(home, embedder_path=embedder_path, log=log)
+
+
+def parse_recipe(recipe: str) -> tuple[str, list[str], int]:
+    """Split a served recipe into ``(kind, candidate runs, student layers)``.
+
+    ``NAME`` (a full fine-tuning key of ``CANDIDATES``), ``distill:TEACHER:LAYERS`` (a MiniLM
+    student with ``LAYERS`` layers distilled from TEACHER on the pbtw data) or ``ensemble:A+B``
+    (equal-weight mean of full fine-tuning runs).
+    """
+    parts = recipe.split(":")
+    if parts[0] == "distill" and len(parts) == 3 and parts[2].isdigit():
+        names, kind, layers = [parts[1]], "distill", int(parts[2])
+    elif parts[0] == "ensemble" and len(parts) == 2:
+        names, kind, layers = parts[1].split("+"), "ensemble", 0
+    elif len(parts) == 1:
+        names, kind, layers = [recipe], "single", 0
+    else:
+        raise ConfigurationError(f"recipe: {recipe!r} is not NAME, distill:TEACHER:LAYERS or ensemble:A+B")
+    for n in names:
+        spec = CANDIDATES.get(n)
+        if spec is None or spec.get("method", {"kind": "full"})["kind"] != "full":
+            raise ConfigurationError(f"recipe: {n!r} is not a full fine-tuning candidate of {sorted(CANDIDATES)}")
+    return kind, names, layers
+
+
+def train_chosen(
+    home: Path,
+    data_dir: Path | None = None,
+    recipe: str = CHOSEN,
+    work_dir: Path | None = None,
+    embedder_path: Path | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    log: Log = print,
+) -> Path:
+    """Train the chosen configuration on PhraseBank (+ twitter) and register it.
+
+    Args:
+        home: ``KGNLP_HOME``.
+        data_dir: folder holding ``financial_phrasebank/`` and ``twitter_financial_news_sentiment/``
+            (default ``../shared/data`` beside the checkout).
+        recipe: see ``parse_recipe`` (default ``CHOSEN``, the benchmark's pick).
+        work_dir: splits and run directories (default ``home/sentiment/work``).
+        embedder_path: the all-MiniLM-L6-v2 folder (default: pulled into the model cache).
+        train_overrides: ``train`` fields replaced in every run (e.g. ``{"max_steps": 2}`` in tests).
+        log: progress lines.
+
+    Returns:
+        The registered model folder.
+    """
+    from apps.sentiment.classifier_data import REPO
+    from models.config import DistillConfig
+    from models.finetune import finetune
+
+    kind, names, layers = parse_recipe(recipe)
+    data_dir = Path(data_dir) if data_dir else REPO.parent / "shared" / "data"
+    pb = data_dir / "financial_phrasebank"
+    tw = data_dir / "twitter_financial_news_sentiment" / "sent_train.csv"
+    if not pb.is_dir():
+        raise NotFoundError(f"PhraseBank not found in {data_dir} (pass --data DIR)")
+    started = time.monotonic()
+    stamp = _now().strftime("%Y%m%dT%H%M%S")
+    work = Path(work_dir) if work_dir else Path(home) / "sentiment" / "work"
+
+    def splits_for(which: str) -> SplitInfo:
+        twitter = tw if which == "pbtw" and tw.is_file() else None
+        return prepare_splits(work / f"splits-{which}", pb, twitter, twitter_max_rows=TWITTER_ROWS)
+
+    runs: list[Path] = []
+    for name in names:
+        spec = CANDIDATES[name]
+        splits = splits_for(spec["splits"])
+        model = str(_embedder(home, embedder_path)) if spec["model"] == "all-minilm-l6-v2" else None
+        if spec["model"] == "@dapt":
+            model = str(_dapt(home, splits, tw if tw.is_file() else None, work / "dapt", embedder_path, log))
+        cfg = candidate_config(name, splits, work / "runs", model=model, **(train_overrides or {}))
+        cfg = cfg.model_copy(update={"output_dir": work / "runs" / f"{name}-{stamp}"})
+        finetune(cfg, resume=False, log=log)
+        runs.append(cfg.output_dir)
+    splits = splits_for("pbtw")
+    if kind == "distill":
+        from models.prune import truncate_layers
+
+        student = truncate_layers(work / f"student_l{layers}", layers, _embedder(home, embedder_path))
+        cfg = candidate_config("minilm-pbtw", splits, work / "runs", model=str(student), **(train_overrides or {}))
+        cfg = cfg.model_copy(
+            update={
+                "output_dir": work / "runs" / f"distill-{stamp}",
+                "distill": DistillConfig(teacher=runs[0], temperature=2.0, alpha=0.7),
+            }
+        )
+        finetune(cfg, resume=False, log=log)
+        runs = [cfg.output_dir]
+    folder = register_model(
+        home,
+        runs,
+        recipe.replace(":", "-").replace("+", "-"),
+        splits,
+        data={
+            "train": f"PhraseBank 50Agree train part ({splits.counts['train_phrasebank']} rows)"
+            + f" (+ {splits.counts['train_twitter']} tweets in the pbtw recipes)",
+            "validation": "PhraseBank 50Agree, stratified 10% (temperature)",
+            "test": "PhraseBank 50Agree, stratified 15% (AllAgree part reported separately)",
+            "source": str(data_dir),
+            "licence_note": "PhraseBank is CC BY-NC-SA 3.0: this model is for non-commercial use",
+        },
+        extra={"train_minutes": round((time.monotonic() - started) / 60, 2), "recipe": recipe},
+        log=log,
+    )
+    for r in runs:
+        shutil.rmtree(r / "checkpoints", ignore_errors=True)
+    return folder
+
+
+DAPT_STEPS = 120  # MLM steps of 32 texts
+
+
+def dapt_texts(splits: SplitInfo, twitter_csv: Path | None) -> list[str]:
+    """Unlabelled finance text for domain-adaptive MLM: the training texts + every tweet, shuffled.
+
+    PhraseBank validation/test sentences are excluded (no transductive peeking).
+    """
+    import random
+
+    from apps.sentiment.classifier_data import load_twitter
+
+    texts = list(
+        dict.fromkeys(read_split(splits.train)[0] + ([t for t, _ in load_twitter(twitter_csv)] if twitter_csv else []))
+    )
+    random.Random(0).shuffle(texts)
+    return texts
+
+
+def _dapt(home: Path, splits: SplitInfo, tw: Path | None, out: Path, embedder_path: Path | None, log: Log) -> Path:
+    """Domain-adaptive MLM of MiniLM (labels unused; validation/test excluded)."""
+    from models.pretrain import continue_pretraining
+
+    if (out / "config.json").is_file():
+        return out
+    texts = dapt_texts(splits, tw)
+    stats = continue_pretraining(
+        _embedder(home, embedder_path), texts, out, "mlm", 1, 5e-5, 32, 64, max_steps=DAPT_STEPS
+    )
+    log(f"domain-adaptive MLM: {json.dumps(stats)}")
+    return out

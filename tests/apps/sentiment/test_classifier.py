@@ -1,0 +1,211 @@
+"""Sentiment classifier: data splits, calibration, registration, loading and prediction."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from apps.sentiment.classifier import LABELS, load_latest, models_dir, registered_models
+from apps.sentiment.classifier_data import load_phrasebank, load_twitter, prepare_splits, shipped_twitter_csv
+from apps.sentiment.training import (
+    ensure_default_model,
+    evaluate_proba,
+    expected_calibration_error,
+    fit_temperature,
+    read_split,
+    train_default,
+)
+from kgnlp.errors import NotFoundError, ValidationError
+
+
+def _phrasebank(folder: Path, n_per_class: int = 20) -> Path:
+    """A tiny PhraseBank-format folder (latin-1, ``sentence@label``, one duplicate, AllAgree subset)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"Company {lab} report number {i} for Sepp\xe4l\xe4 @ 2020 .@{lab}"
+        for lab in LABELS
+        for i in range(n_per_class)
+    ]
+    lines.append(lines[0])  # a duplicate text must not end up in two splits
+    (folder / "Sentences_50Agree.txt").write_bytes("\n".join(lines).encode("latin-1"))
+    (folder / "Sentences_AllAgree.txt").write_bytes("\n".join(lines[::3]).encode("latin-1"))
+    return folder
+
+
+def _twitter(path: Path, n_per_class: int = 10) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for code, word in (("0", "slumps"), ("1", "soars"), ("2", "holds meeting")):
+            for i in range(n_per_class):
+                w.writerow([f"$TCK{i} {word} after results https://t.co/x{i}", code])
+    return path
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_phrasebank_parsing_splits_on_last_at_and_deduplicates(tmp_path: Path) -> None:
+    rows = load_phrasebank(_phrasebank(tmp_path / "pb"))
+    assert len(rows) == 60  # 61 lines, one duplicate
+    assert rows[0][0].endswith("@ 2020 .") and rows[0][1] == "negative"
+    assert "Sepp\xe4l\xe4" in rows[0][0]  # latin-1 decoded
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "Sentences_50Agree.txt").write_text("no label here\n")
+    with pytest.raises(ValidationError, match="sentence@label"):
+        load_phrasebank(tmp_path / "bad")
+
+
+def test_twitter_labels_are_mapped(tmp_path: Path) -> None:
+    rows = load_twitter(_twitter(tmp_path / "tw.csv"))
+    mapping = {t.split()[1]: y for t, y in rows}
+    assert mapping == {"slumps": "negative", "soars": "positive", "holds": "neutral"}
+
+
+def test_splits_are_stratified_disjoint_and_twitter_only_trains(tmp_path: Path) -> None:
+    info = prepare_splits(tmp_path / "s", _phrasebank(tmp_path / "pb"), _twitter(tmp_path / "tw.csv"), 0.2, 0.2)
+    parts = {k: _rows(p) for k, p in (("train", info.train), ("val", info.validation), ("test", info.test))}
+    texts = {k: {r["text"] for r in v} for k, v in parts.items()}
+    assert not texts["train"] & texts["test"] and not texts["train"] & texts["val"] and not texts["val"] & texts["test"]
+    assert {r["source"] for r in parts["val"] + parts["test"]} == {"phrasebank"}
+    assert sum(r["source"] == "twitter" for r in parts["train"]) == 30
+    for k in ("val", "test"):  # 20 per class * 0.2 = 4 per class
+        assert sorted(r["label"] for r in parts[k]) == sorted(list(LABELS) * 4)
+    allagree = {t for t, _ in load_phrasebank(tmp_path / "pb", "AllAgree")}
+    assert all((r["text"] in allagree) == (r["allagree"] == "1") for r in parts["test"])
+    assert info.counts["test_allagree"] == sum(r["allagree"] == "1" for r in parts["test"])
+    again = prepare_splits(tmp_path / "s2", tmp_path / "pb", tmp_path / "tw.csv", 0.2, 0.2)
+    assert again.fingerprint == info.fingerprint  # deterministic
+
+
+def test_temperature_scaling_recovers_the_temperature_and_lowers_ece() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, size=(4000, 3))
+    true_t = 2.5
+    p = np.exp(logits / true_t)
+    p /= p.sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    t = fit_temperature(logits, y)
+    assert abs(t - true_t) < 0.25
+    raw = np.exp(logits - logits.max(1, keepdims=True))
+    raw /= raw.sum(1, keepdims=True)
+    cal = np.exp(logits / t - (logits / t).max(1, keepdims=True))
+    cal /= cal.sum(1, keepdims=True)
+    assert expected_calibration_error(cal, y) < expected_calibration_error(raw, y) / 2
+    m = evaluate_proba(cal, y.tolist(), [1, 0] * 2000)
+    assert m["allagree_n"] == 2000 and 0 <= m["allagree_accuracy"] <= 1
+
+
+def test_load_latest_without_a_model_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="kgnlp sentiment setup"):
+        load_latest(tmp_path)
+    (models_dir(tmp_path) / ".half-written.tmp").mkdir(parents=True)
+    (models_dir(tmp_path) / "no-manifest").mkdir()
+    assert registered_models(tmp_path) == []
+
+
+def test_shipped_twitter_data_is_present_with_its_licence_note() -> None:
+    rows = load_twitter(shipped_twitter_csv())
+    assert len(rows) > 9000 and {y for _, y in rows} == set(LABELS)
+    folder = shipped_twitter_csv().parent
+    assert "MIT" in (folder / "SOURCE.md").read_text() and (folder / "LICENSE.md").is_file()
+
+
+def test_train_register_load_predict_end_to_end(tmp_path: Path, embedder_path: Path) -> None:
+    """A few real MiniLM steps on tweets → registered (int8 + temperature) → newest served, in order."""
+    from apps.sentiment.classifier_data import prepare_twitter_splits
+    from apps.sentiment.training import candidate_config, register_model
+    from models.finetune import finetune
+
+    src = _twitter(tmp_path / "tw.csv", n_per_class=12)
+    splits = prepare_twitter_splits(tmp_path / "splits", src, val_fraction=0.25)
+    cfg = candidate_config(
+        "minilm-pbtw", splits, tmp_path / "runs", model=str(embedder_path), max_steps=3, batch_size=8
+    )
+    finetune(cfg, log=lambda s: None)
+    home = tmp_path / "home"
+    first = register_model(home, [cfg.output_dir], "tiny", splits, {"train": "tiny"}, log=lambda s: None)
+    man = json.loads((first / "manifest.json").read_text())
+    assert man["kind"] == "tiny" and man["quantize"] is True
+    assert 0.05 <= man["calibration"]["temperature"] <= 20
+    assert {"val_ece_before", "val_ece_after", "test_ece_before", "test_ece_after"} <= set(man["calibration"])
+    assert not [p for p in first.rglob("*") if p.suffix in (".pt", ".pkl", ".bin", ".pickle")]
+    assert [p.name for p in (first / "members" / "0").glob("*.safetensors")]
+
+    clf = load_latest(home, batch_size=2)
+    assert clf.name == first.name
+    texts = ["$AAPL soars after record results", "short", "$XYZ slumps after results, guidance cut sharply lower"]
+    preds = clf.predict(texts)
+    assert len(preds) == 3
+    for p in preds:
+        assert p.label in LABELS and set(p.probabilities) == set(LABELS)
+        assert math.isclose(sum(p.probabilities.values()), 1.0, abs_tol=1e-6)
+        assert p.label == max(p.probabilities, key=p.probabilities.__getitem__)
+    rev = clf.predict(texts[::-1])  # batched and length-sorted inside, returned in input order
+    for a, b in zip(preds, rev[::-1], strict=True):
+        assert a.label == b.label
+        assert all(math.isclose(a.probabilities[k], b.probabilities[k], abs_tol=1e-5) for k in LABELS)
+    info = clf.info()
+    assert info["kind"] == "tiny" and info["version"] == first.name and info["size"]["disk_bytes"] > 1e6
+    assert "accuracy" in info["metrics"]["test"]
+
+    second = register_model(home, [cfg.output_dir], "tiny2", splits, {"train": "tiny"}, log=lambda s: None)
+    assert load_latest(home).name == second.name  # the newest registered model is served
+    t0 = time.monotonic()
+    assert ensure_default_model(home, embedder_path, log=lambda s: None) == second  # idempotent: no training
+    assert train_default(home, embedder_path=embedder_path, log=lambda s: None) == second
+    assert time.monotonic() - t0 < 5
+
+
+def test_train_chosen_recipes_register_models(tmp_path: Path, embedder_path: Path) -> None:
+    """``kgnlp sentiment train``'s code path on tiny PhraseBank-format data (2 steps per run)."""
+    from apps.sentiment.training import train_chosen
+
+    data = tmp_path / "data"
+    _phrasebank(data / "financial_phrasebank")
+    (data / "twitter_financial_news_sentiment").mkdir()
+    _twitter(data / "twitter_financial_news_sentiment" / "sent_train.csv")
+    home = tmp_path / "home"
+    kw = {"embedder_path": embedder_path, "train_overrides": {"max_steps": 2, "batch_size": 8}, "log": lambda s: None}
+    first = train_chosen(home, data, "minilm-pbtw", **kw)
+    man = json.loads((first / "manifest.json").read_text())
+    assert man["recipe"] == "minilm-pbtw" and "PhraseBank" in man["data"]["train"]
+    assert man["metrics"]["test"]["allagree_n"] > 0
+    second = train_chosen(home, data, "distill:minilm-pbtw:2", **kw)
+    student = json.loads((second / "members" / "0" / "config.json").read_text())
+    assert student["num_hidden_layers"] == 2
+    assert load_latest(home).name == second.name
+    with pytest.raises(NotFoundError, match="PhraseBank"):
+        train_chosen(home, tmp_path / "nowhere", **kw)
+
+
+@pytest.mark.slow
+def test_setup_builds_a_useful_default_model_from_shipped_data(tmp_path: Path, embedder_path: Path) -> None:
+    """``kgnlp sentiment setup`` in a fresh home: shipped tweets only, beats the majority class clearly."""
+    t0 = time.monotonic()
+    folder = train_default(tmp_path, embedder_path=embedder_path, log=lambda s: None)
+    minutes = (time.monotonic() - t0) / 60
+    man = json.loads((folder / "manifest.json").read_text())
+    test = man["metrics"]["test"]
+    val_labels = [LABELS[y] for y in read_split(tmp_path / "sentiment/work/default/splits/val.csv")[1]]
+    majority = max(val_labels.count(x) for x in LABELS) / len(val_labels)
+    assert test["accuracy"] > majority + 0.1 and test["macro_f1"] > 0.6, (test, majority)
+    assert man["calibration"]["test_ece_after"] <= man["calibration"]["test_ece_before"] + 0.01
+    assert minutes < 10  # ≤ 5 on a quiet 2-core machine; shared CI cores are slower
+
+
+def test_prepare_splits_on_the_real_phrasebank(shared_data: Path, tmp_path: Path) -> None:
+    info = prepare_splits(tmp_path, shared_data / "financial_phrasebank", None)
+    tr, te = read_split(info.train), read_split(info.test)
+    assert not set(tr[0]) & set(te[0])
+    assert 0.13 < len(te[0]) / (len(tr[0]) + len(te[0]) + info.counts["val"]) < 0.17
+    assert 0.35 < info.counts["test_allagree"] / info.counts["test"] < 0.6
