@@ -152,7 +152,10 @@ def _load_customer_service(settings: Settings, services: Services) -> None:
     adapter = None
     if services.generator is not None and cs.adapter in services.generator.adapter_names():
         adapter = cs.adapter
-    sessions = SessionStore(settings.db_url, window=cs.session_window, ttl_s=cs.session_ttl_s).open()
+    from apps.pii import mask_pii
+
+    mask = mask_pii if settings.observability.mask_pii_stored else None
+    sessions = SessionStore(settings.db_url, window=cs.session_window, ttl_s=cs.session_ttl_s, mask=mask).open()
     services.customer_service = CustomerServicePipeline(
         intents=load_intents(settings.home, services.embedder),
         sessions=sessions,

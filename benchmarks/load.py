@@ -4,7 +4,9 @@ Starts ``kgnlp``'s app (``uvicorn apps.main:app_factory --factory``) in a subpro
 real models, graphs and indexes from ``KGNLP_HOME`` (``make serve`` builds them) and a fresh
 state database, or drives ``--url`` instead. ``--concurrency`` async clients (httpx) send, for
 ``--duration`` seconds, a weighted mix of ``/retrieve``, ``/cs/answer``, ``/sentiment`` (batches of
-8), ``/kg/link`` and ``/v1/chat/completions`` (``max_tokens`` 8). A client that gets 429 or 503
+8), ``/kg/link``, ``/recommend`` (k=20, demo catalogue users) and ``/v1/chat/completions``
+(``max_tokens`` 8). The server's resident memory (its ``/metrics``) is read after a warm-up
+and after the run. A client that gets 429 or 503
 waits the ``Retry-After`` it was given before its next request.
 
 Reports per route p50/p95/p99 latency, statuses, error rate, 429/503 counts and throughput, and
@@ -61,6 +63,7 @@ ROUTES = [
     Route("cs_answer", "/cs/answer", 2, lambda r, c: {"session_id": f"load-{c}", "message": r.choice(QUERIES)}),
     Route("sentiment", "/sentiment", 2, lambda r, c: {"texts": r.sample(FINANCE, 8)}),
     Route("kg_link", "/kg/link?graph=finance", 2, lambda r, c: {"text": r.choice(FINANCE)}),
+    Route("recommend", "/recommend", 2, lambda r, c: {"user_id": f"user:{r.randrange(300)}", "k": 20}),
     Route("chat", "/v1/chat/completions", 1, lambda r, c: {
         "model": "smollm2-135m-instruct", "max_tokens": 8,
         "messages": [{"role": "user", "content": r.choice(QUERIES)}]}),
@@ -101,6 +104,18 @@ async def client(cid: int, url: str, until: float, stats: Stats, seed: int, rout
                 wait = min(wait, max(0.0, until - time.monotonic()))  # honour it, within the run
                 stats.retry_wait_s += wait
                 await asyncio.sleep(wait)
+
+
+def server_rss(url: str) -> float:
+    """The server process's resident memory in bytes, from its Prometheus ``/metrics``."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=30).text
+    except httpx.HTTPError:
+        return float("nan")
+    for line in text.splitlines():
+        if line.startswith("process_resident_memory_bytes "):
+            return float(line.split()[1])
+    return float("nan")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -189,6 +204,9 @@ def main() -> int:
             ready = wait_ready(url, proc, timeout=600)
             print(f"service ready in {time.monotonic() - t_start:.1f} s at {url}: "
                   + ", ".join(f"{k}={v.get('status')}" for k, v in ready.get("components", {}).items()))  # fmt: skip
+            warm = Stats()
+            asyncio.run(client(-1, url, time.monotonic() + 5, warm, args.seed, routes))  # warm-up, not counted
+            rss_before = server_rss(url)
             stats = Stats()
             t0 = time.monotonic()
 
@@ -199,6 +217,7 @@ def main() -> int:
 
             asyncio.run(run())
             elapsed = time.monotonic() - t0
+            rss_after = server_rss(url)
             after = httpx.get(f"{url}/health/ready", timeout=30)
             live = httpx.get(f"{url}/health/live", timeout=30)
         finally:
@@ -228,6 +247,9 @@ def main() -> int:
     print(f"statuses: {dict(sorted(all_status.items()))}; transport errors: {dict(stats.transport_errors)}")
     print(f"Retry-After honoured: {stats.retry_wait_s:.1f} s waited in total; missing on {stats.missing_retry_after}")
     healthy = after.status_code == 200 and live.status_code == 200
+    rss_growth = (rss_after - rss_before) / rss_before * 100 if rss_before and rss_after else float("nan")
+    print(f"server RSS: {rss_before / 2**20:.0f} MiB after warm-up, {rss_after / 2**20:.0f} MiB after the run "
+          f"({rss_growth:+.1f} %)")  # fmt: skip
     print(f"after the run: /health/ready {after.status_code}, /health/live {live.status_code}")
     checks = {
         "no_5xx_but_503": bad_5xx == 0,
@@ -235,6 +257,7 @@ def main() -> int:
         "no_transport_errors": not stats.transport_errors,
         "healthy_after": healthy,
         "some_success": ok > 0,
+        "rss_growth_below_10pct": rss_growth < 10,
     }
     failed = [k for k, v in checks.items() if not v]
     print(f"checks: {'all passed' if not failed else 'FAILED: ' + ', '.join(failed)}")
@@ -244,7 +267,8 @@ def main() -> int:
     print(
         f"load_ok_rps={ok / elapsed:.1f} responses={total} error_rate={other_errors / max(total, 1):.4f} "
         f"n429={all_status[429]} n503={all_status[503]} n5xx_other={bad_5xx} p50_ms={pct(lat_all, 0.5):.1f} "
-        f"p95_ms={pct(lat_all, 0.95):.1f} p99_ms={pct(lat_all, 0.99):.1f} healthy_after={'yes' if healthy else 'no'} "
+        f"p95_ms={pct(lat_all, 0.95):.1f} p99_ms={pct(lat_all, 0.99):.1f} rss_growth_pct={rss_growth:.1f} "
+        f"healthy_after={'yes' if healthy else 'no'} "
         f"checks={'pass' if not failed else 'fail'}"
     )
     return 0 if not failed else 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,10 +72,14 @@ class SessionStore:
         url: SQLAlchemy URL (``sqlite:///path.sqlite`` or ``postgresql+psycopg://…``).
         window: turns kept in a conversation's context.
         ttl_s: sessions idle longer than this are expired (deleted by ``expire``; ignored on read).
+        mask: applied to every stored text (turns, hand-off messages), e.g. ``apps.pii.mask_pii``.
     """
 
-    def __init__(self, url: str, window: int = 8, ttl_s: float = 24 * 3600) -> None:
+    def __init__(
+        self, url: str, window: int = 8, ttl_s: float = 24 * 3600, mask: Callable[[str], str] | None = None
+    ) -> None:
         self.url = url
+        self.mask = mask
         self.window = window
         self.ttl_s = ttl_s
         self._engine: Any = None
@@ -89,6 +94,9 @@ class SessionStore:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+    def _m(self, text: str) -> str:
+        return self.mask(text) if self.mask is not None else text
 
     def _session(self) -> Session:
         if self._engine is None:
@@ -128,14 +136,16 @@ class SessionStore:
             row.failures = conv.failures + 1 if failed else 0
             db.add_all(
                 [
-                    _Turn(session_id=conv.session_id, role="user", content=user, intent=intent, ts=now),
-                    _Turn(session_id=conv.session_id, role="assistant", content=assistant, intent=intent, ts=now),
+                    _Turn(session_id=conv.session_id, role="user", content=self._m(user), intent=intent, ts=now),
+                    _Turn(
+                        session_id=conv.session_id, role="assistant", content=self._m(assistant), intent=intent, ts=now
+                    ),
                 ]
             )
 
     def record_handoff(self, session_id: str, reason: str, message: str) -> None:
         with self._session() as db, db.begin():
-            db.add(_Handoff(session_id=session_id, reason=reason, message=message, ts=time.time()))
+            db.add(_Handoff(session_id=session_id, reason=reason, message=self._m(message), ts=time.time()))
 
     def handoffs(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._session() as db:

@@ -52,6 +52,18 @@ def test_slot_extraction(text: str, expected: dict[str, str]) -> None:
     assert extract_slots(text) == expected
 
 
+def test_session_store_masks_stored_texts_when_asked(tmp_path: Path) -> None:
+    from apps.pii import mask_pii
+
+    store = SessionStore(f"sqlite:///{tmp_path / 's.sqlite'}", mask=mask_pii).open()
+    store.append(store.load("m1"), "mail me at ana@example.com, card 4111 1111 1111 1111", "ok", None, failed=False)
+    store.record_handoff("m1", "complaint", "call +44 20 7946 0958")
+    stored = " ".join(t.content for t in store.load("m1").turns) + store.handoffs()[0]["message"]
+    assert "ana@example.com" not in stored and "4111" not in stored and "7946" not in stored
+    assert "[EMAIL]" in stored and "[CARD]" in stored and "[PHONE]" in stored
+    store.close()
+
+
 def test_session_store_window_expiry_and_delete(tmp_path: Path) -> None:
     store = SessionStore(f"sqlite:///{tmp_path / 's.sqlite'}", window=4, ttl_s=3600).open()
     conv = store.load("s1")
