@@ -5,8 +5,8 @@ real models, graphs and indexes from ``KGNLP_HOME`` (``make serve`` builds them)
 state database, or drives ``--url`` instead. ``--concurrency`` async clients (httpx) send, for
 ``--duration`` seconds, a weighted mix of ``/retrieve``, ``/cs/answer``, ``/sentiment`` (batches of
 8), ``/kg/link``, ``/recommend`` (k=20, demo catalogue users) and ``/v1/chat/completions``
-(``max_tokens`` 8). The server's resident memory (its ``/metrics``) is read after a warm-up
-and after the run. A client that gets 429 or 503
+(``max_tokens`` 8). The server's resident memory (its ``/metrics``) is read after ``--warmup`` seconds of the
+same load (not counted) and after the run. A client that gets 429 or 503
 waits the ``Retry-After`` it was given before its next request.
 
 Reports per route p50/p95/p99 latency, statuses, error rate, 429/503 counts and throughput, and
@@ -182,6 +182,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=60, help="seconds of load")
     ap.add_argument("--concurrency", type=int, default=16, help="concurrent clients")
+    ap.add_argument("--warmup", type=float, default=15, help="seconds of the same load before measuring")
     ap.add_argument("--url", help="drive this running service instead of starting one")
     ap.add_argument("--max-concurrent", type=int, default=1, help="server: generations at once")
     ap.add_argument("--max-waiting", type=int, default=4, help="server: generations waiting (more get 503)")
@@ -205,7 +206,14 @@ def main() -> int:
             print(f"service ready in {time.monotonic() - t_start:.1f} s at {url}: "
                   + ", ".join(f"{k}={v.get('status')}" for k, v in ready.get("components", {}).items()))  # fmt: skip
             warm = Stats()
-            asyncio.run(client(-1, url, time.monotonic() + 5, warm, args.seed, routes))  # warm-up, not counted
+
+            async def warm_up() -> None:  # every client for a while first: thread pools and caches fill up
+                until = time.monotonic() + args.warmup
+                await asyncio.gather(
+                    *(client(c, url, until, warm, args.seed + 1, routes) for c in range(args.concurrency))
+                )
+
+            asyncio.run(warm_up())
             rss_before = server_rss(url)
             stats = Stats()
             t0 = time.monotonic()
