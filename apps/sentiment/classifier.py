@@ -113,6 +113,7 @@ class _Member:
         # column j of the model's output is LABELS.index(id2label[j])
         self.order = [LABELS.index(id2label[j]) for j in range(len(LABELS))]
         model.eval()
+        self.params = sum(p.numel() for p in model.parameters())  # before quantization packs the Linear weights
         self.float_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         if quantize:
             from models.loading import quantize_int8_dynamic

@@ -265,7 +265,7 @@ def register_model(
         }
         atomic_write_json(tmp / MANIFEST, manifest)
         clf = RegisteredClassifier(tmp).load()
-        manifest["params"] = sum(sum(p.numel() for p in m.model.parameters()) for m in clf._members or [])
+        manifest["params"] = sum(m.params for m in clf._members or [])
         vx, vy, _ = read_split(splits.validation)
         tx, ty, tagree = read_split(splits.test)
         t0 = time.perf_counter()
@@ -312,7 +312,7 @@ def train_default(
     home: Path,
     twitter_csv: Path | None = None,
     embedder_path: Path | None = None,
-    max_steps: int = 150,
+    max_steps: int = 300,
     max_minutes: float = 8.0,
     force: bool = False,
     log: Log = print,
@@ -320,15 +320,17 @@ def train_default(
     """Build the out-of-the-box model: MiniLM fine-tuned on the shipped twitter set (no ``../shared``).
 
     A fixed number of steps (the LR schedule is planned for them), so the model is the same on a
-    quiet machine (about 1.5 minutes of training on 2 cores) and a loaded one (slower, not worse);
-    ``max_minutes`` is only a safety cap. Idempotent: returns the newest registered model at once
-    unless ``force``; a file lock keeps concurrent set-ups from training twice.
+    quiet machine and a loaded one (slower, not worse); ``max_minutes`` is only a safety cap.
+    Balanced class weights: 65% of the tweets are neutral, and without them a short run
+    mostly predicts neutral (measured: macro-F1 0.49 after 150 unweighted steps).
+    Idempotent: returns the newest registered model at once unless ``force``; a file lock
+    keeps concurrent set-ups from training twice.
 
     Args:
         home: ``KGNLP_HOME``.
         twitter_csv: the labelled tweets (default: ``data/finance/sentiment/``).
         embedder_path: the all-MiniLM-L6-v2 folder (default: pulled into the model cache).
-        max_steps: optimiser steps of 32 tweets (150: about half of the 8.6k training tweets once).
+        max_steps: optimiser steps of 32 tweets (300: about 1.1 passes over the 8.6k training tweets).
         max_minutes: safety cap on training time.
         force: rebuild even when a model is registered.
         log: progress lines.
@@ -359,6 +361,9 @@ def train_default(
             max_steps=max_steps,
             max_minutes=max_minutes,
             eval_every=max_steps,
+            class_weights="balanced",
+            lr=1.5e-4,
+            head_lr=2e-3,
         )
         cfg = cfg.model_copy(update={"output_dir": work / "runs" / f"default-{_now().strftime('%Y%m%dT%H%M%S')}"})
         result = finetune(cfg, resume=False, log=log)
