@@ -179,7 +179,7 @@ class SentimentSettings(BaseModel):
     max_topics: int = Field(3, ge=1, le=20)
     bucket_s: int = Field(3600, ge=60, le=7 * 86_400, description="alert and timeline bucket width in seconds")
     lookback_buckets: int = Field(24 * 8, ge=4, le=10_000, description="history one alert evaluation reads")
-    alert_scopes: list[Literal["company", "sector", "topic"]] = Field(default_factory=lambda: ["company"])
+    alert_scopes: list[Literal["company", "sector", "topic"]] = Field(default=["company"])
     rules: list[Annotated[AlertRule, Field(discriminator="kind")]] = Field(
         default_factory=_default_alert_rules, description="alert rules (JSON list; kinds share, zscore, ewma)"
     )

@@ -112,5 +112,5 @@ def load_sentence_embedder(path: Path, device: str = "cpu") -> SentenceTransform
         raise ModelUnavailableError(f"cannot load a sentence-transformers model from {path}: {e}") from e
     # the folder name identifies the model in embedding caches and index manifests, so a
     # loaded model and the same model passed by path agree (and indexes are not rebuilt)
-    model.model_path = str(path)
+    model.model_path = str(path)  # type: ignore[assignment]
     return model

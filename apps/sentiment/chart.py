@@ -33,7 +33,7 @@ def timeline_png(timeline: Any, title: str) -> bytes:
     share.set_ylabel("negative share")
     end = xs[-1] if xs else None
     for a in timeline.alerts:
-        ax.axvspan(a.started, a.resolved or end, color="#ff7f0e", alpha=0.2)
+        ax.axvspan(a.started, a.resolved or end or a.fired, color="#ff7f0e", alpha=0.2)
     ax.set_title(f"{title} — {len(timeline.alerts)} alert(s)")
     ax.legend(loc="upper left", fontsize=8)
     fig.autofmt_xdate()

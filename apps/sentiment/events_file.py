@@ -36,14 +36,14 @@ def read_events(path: Path, default_source: str = "replay") -> list[EventIn]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValidationError(f"cannot read events from {path}: {e}") from e
     out = []
-    for line, row in rows:
-        row = {k: v for k, v in row.items() if k in EventItem.model_fields and v not in (None, "")}
-        row.setdefault("source", default_source)
+    for lineno, raw in rows:
+        fields = {k: v for k, v in raw.items() if k in EventItem.model_fields and v not in (None, "")}
+        fields.setdefault("source", default_source)
         try:
-            e = EventItem.model_validate(row)
+            item = EventItem.model_validate(fields)
         except PydanticValidationError as err:
             first = err.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "row"
-            raise ValidationError(f"{path}:{line}: {field}: {first['msg']}") from err
-        out.append(EventIn(e.id, e.text, e.timestamp, e.source, e.entity))
+            raise ValidationError(f"{path}:{lineno}: {field}: {first['msg']}") from err
+        out.append(EventIn(item.id, item.text, item.timestamp, item.source, item.entity))
     return out

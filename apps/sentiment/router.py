@@ -60,8 +60,8 @@ def _dt(ts: int | None) -> datetime | None:
 
 def alert_out(a: AlertRow) -> AlertOut:
     return AlertOut(
-        id=a.id, rule=a.rule, scope=a.scope, key=a.key, status=a.status,  # type: ignore[arg-type]
-        started=_dt(a.started), fired=_dt(a.fired), resolved=_dt(a.resolved),  # type: ignore[arg-type]
+        id=a.id, rule=a.rule, scope=a.scope, key=a.key, status=a.status,
+        started=_dt(a.started), fired=_dt(a.fired), resolved=_dt(a.resolved),
         peak=a.peak, limit=a.limit, breach_buckets=a.breach_buckets, acked=a.acked_at is not None,
         acked_at=None if a.acked_at is None else datetime.fromtimestamp(a.acked_at, UTC), ack_note=a.ack_note,
         explanation=a.explanation,
@@ -103,7 +103,7 @@ def timeline(
         key=key,
         bucket_s=bucket,
         buckets=[BucketOut(start=_dt(b.start), n=b.n, negative=b.negative, neutral=b.neutral, positive=b.positive,
-                           negative_share=round(b.negative_share, 4)) for b in buckets],  # type: ignore[arg-type]
+                           negative_share=round(b.negative_share, 4)) for b in buckets],
         alerts=[alert_out(a) for a in alerts],
     )  # fmt: skip
     if format == "png":

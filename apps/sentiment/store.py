@@ -221,7 +221,8 @@ class SentimentStore:
         """
         for attempt in range(2):
             seen = self.existing_ids(r.id for r in records)
-            fresh, dupes = [], []
+            fresh: list[EventRecord] = []
+            dupes: list[EventRecord] = []
             for r in records:
                 (dupes if r.id in seen else fresh).append(r)
                 seen.add(r.id)
@@ -349,7 +350,7 @@ class SentimentStore:
                 return alert, "alert.fired"
             stored = _alert(row._mapping)
             change = "alert.resolved" if stored.status == "open" and alert.status == "resolved" else None
-            values = {
+            values: dict[str, Any] = {
                 "status": alert.status,
                 "resolved": alert.resolved,
                 "peak": max(stored.peak, alert.peak),
