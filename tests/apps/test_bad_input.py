@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,3 +214,38 @@ def test_valid_bodies_are_accepted_and_stored(nogen_service: Service) -> None:
     assert after["keys.sqlite:" + next(k.split(":")[1] for k in after if k.startswith("keys.sqlite:"))] >= 1
     if _component_ready(nogen_service, "retrieval"):  # the admin route wrote the service's own copy
         assert after["index:retail"]["documents"] == before["index:retail"]["documents"] + 1
+
+
+INJECTIONS = [
+    "'; DROP TABLE sentiment_events; --",
+    '" OR 1=1 --',
+    "x') UNION SELECT key_hash FROM api_keys --",
+    "MATCH (n) DETACH DELETE n",
+    "}) MATCH (n) DETACH DELETE n //",
+    "$AAPL'}) WITH 1 AS x CALL db.clearQueryCaches() //",
+]
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_injection_strings_in_text_fields_are_only_text(nogen_service: Service, payload: str) -> None:
+    """SQL/Cypher in every free-text field: handled as data (2xx or a clear 4xx), nothing dropped or deleted."""
+    svc = nogen_service
+    settings = svc.services.settings
+    graph_before = httpx.get(f"{svc.url}/kg/search", params={"q": "Apple", "graph": "finance"}, timeout=30).json()
+    tables_before = set(row_counts(settings))
+    for route in ROUTES:
+        if route.needs_generator or not _component_ready(svc, route.component):
+            continue
+        route = _real_body(svc, route)
+        text = f"{payload} {uuid.uuid4().hex[:6]}" if route.path == "/sentiment/events" else payload
+        body = _set(route.body, route.text, text)
+        if route.path == "/sentiment/events":
+            body["events"][0]["id"] = f"inj-{uuid.uuid4().hex[:12]}"
+        r = httpx.post(f"{svc.url}{route.path}", json=body, timeout=120)
+        assert r.status_code < 500, (route.path, r.status_code, r.text)
+        if r.status_code >= 400:
+            assert len(r.json()["error"]["message"]) >= 10, (route.path, r.text)
+    counts = row_counts(settings)
+    assert set(counts) >= tables_before, "a table disappeared"
+    graph_after = httpx.get(f"{svc.url}/kg/search", params={"q": "Apple", "graph": "finance"}, timeout=30).json()
+    assert graph_after == graph_before, "the graph changed"
