@@ -42,6 +42,7 @@ def service(model_home: Path, generator_path: Path, tmp_path_factory: pytest.Tem
         home=model_home,
         graph={"path": graphs},
         models={"adapter_dir": adapters, "max_waiting": 4},
+        auth={"keys_path": state.parent / "keys.sqlite"},  # keys made by tests stay out of the real home
         database_url=f"sqlite:///{state}",
     )
     app = create_app(settings)  # the lifespan loads the real default models
