@@ -44,7 +44,7 @@ BEST: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"dim": 400},
         {
             "lr": 0.1,
-            "reg_weight": 1e-2,
+            "reg_weight": 5e-3,  # chosen on validation MRR by benchmarks/kge_select.py
             "batch_size": 256,
             "epochs": 40,
             "eval_every": 5,
@@ -57,7 +57,7 @@ BEST: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"dim": 400},
         {
             "lr": 0.1,
-            "reg_weight": 5e-3,
+            "reg_weight": 1e-2,  # chosen on validation MRR by benchmarks/kge_select.py
             "batch_size": 512,
             "epochs": 60,
             "eval_every": 5,
