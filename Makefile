@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_MARKERS ?= not slow and not neo4j and not gpu and not postgres
 
-.PHONY: help setup models demo serve test test-postgres test-slow lint format lock clean
+.PHONY: help setup models demo serve test test-postgres test-browser test-slow lint format lock clean
 
 help:
 	@echo "make serve  - install, provision models, build demo graphs, start the API on 127.0.0.1:8000"
@@ -43,6 +43,10 @@ test: demo
 # `make test` has built the demo; the tests provision any model they miss themselves).
 test-postgres: setup
 	$(BIN)/python -m pytest -m "postgres and not slow"
+
+# The /chat page in a headless Chromium (`bash .ci/browser.sh` installs it; CI runs this).
+test-browser: demo
+	$(BIN)/python -m pytest -m "browser"
 
 test-slow: demo
 	$(BIN)/python -m pytest -m slow
