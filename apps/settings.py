@@ -57,8 +57,10 @@ class ModelSettings(BaseModel):
     embedder: str = Field("all-minilm-l6-v2", description="catalog name, local directory or HF hub id")
     load_generator: bool = True
     load_embedder: bool = True
-    quantization: Literal["none", "int8-weight", "int8-dynamic"] = Field(
-        "none", description="int8-weight keeps quality (ppl +1 %); int8-dynamic is faster but lossy on small models"
+    quantization: Literal["none", "int4-weight", "int8-weight", "int8-dynamic"] = Field(
+        "none",
+        description="int4-weight / int8-weight: weight-only, bf16 activations, perplexity within ~1 %; "
+        "int8-dynamic is lossy on small models",
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: torch's choice")
     backend: Literal["local", "remote"] = Field("local", description="remote: any OpenAI-compatible server")

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Quantization", "load_causal_lm", "load_sentence_embedder", "quantize_int8_dynamic"]
 
-Quantization = Literal["none", "int8-weight", "int8-dynamic"]
+Quantization = Literal["none", "int4-weight", "int8-weight", "int8-dynamic"]
 
 
 def load_causal_lm(path: Path, quantization: Quantization = "none", dtype: str = "float32") -> tuple[Any, Any]:
@@ -20,7 +20,7 @@ def load_causal_lm(path: Path, quantization: Quantization = "none", dtype: str =
 
     Args:
         path: a directory with ``config.json`` and safetensors weights.
-        quantization: ``"int8-dynamic"`` quantizes every ``nn.Linear`` to int8 (CPU).
+        quantization: a CPU scheme applied after loading (see ``quantize``).
         dtype: torch dtype name for the weights.
 
     Returns:
@@ -43,33 +43,17 @@ def load_causal_lm(path: Path, quantization: Quantization = "none", dtype: str =
 def quantize(model: Any, quantization: Quantization) -> Any:
     """Apply a CPU quantization scheme (LoRA layers always stay in float).
 
-    ``int8-weight``: int8 weights, float activations (torchao); perplexity within ~1 % of fp32
-    on SmolLM2-135M. ``int8-dynamic``: int8 weights and activations (faster, but on this small
-    model it doubles perplexity — see benchmarks/generation.py).
+    ``int4-weight``: 4-bit weights in groups of 32 (int8 for ``lm_head``), bfloat16 activations;
+    ``int8-weight``: int8 weights, bfloat16 activations. Both keep perplexity within ~1 % on
+    SmolLM2-135M (see ``models.weight_only``). ``int8-dynamic``: int8 weights and activations
+    (lossy on this small model: perplexity ×2 — see benchmarks/generation.py).
     """
-    if quantization == "int8-weight":
-        return quantize_int8_weight_only(model)
+    if quantization in ("int4-weight", "int8-weight"):
+        from models.weight_only import quantize_weight_only
+
+        return quantize_weight_only(model, bits=4 if quantization == "int4-weight" else 8)
     if quantization == "int8-dynamic":
         return quantize_int8_dynamic(model)[0]
-    return model
-
-
-def quantize_int8_weight_only(model: Any) -> Any:
-    """Per-channel int8 weight-only quantization of ``nn.Linear`` layers with torchao."""
-    import logging
-
-    import torch
-
-    logging.getLogger("torchao").setLevel(logging.ERROR)  # it warns about CUDA-only kernels on CPU
-    try:
-        from torchao.quantization import Int8WeightOnlyConfig, quantize_
-    except ImportError as e:
-        raise ModelUnavailableError("int8-weight quantization needs torchao: pip install torchao") from e
-
-    def is_base_linear(module: Any, fqn: str) -> bool:
-        return isinstance(module, torch.nn.Linear) and "lora_" not in fqn
-
-    quantize_(model, Int8WeightOnlyConfig(), filter_fn=is_base_linear)
     return model
 
 
@@ -97,7 +81,7 @@ def quantize_int8_dynamic(model: Any, keep_float: tuple[str, ...] = ()) -> tuple
         if isinstance(m, torch.nn.Linear) and "lora_" not in n and not (keep_float and n.endswith(keep_float))
     )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # quantize_dynamic is deprecated in favour of torchao, still fastest here
+        warnings.simplefilter("ignore")  # quantize_dynamic is deprecated in favour of torchao
         spec = dict.fromkeys(names, default_dynamic_qconfig)
         return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8), names
 

@@ -96,8 +96,8 @@ def test_merge_and_export_equals_unmerged(
     assert not (merged_dir / "adapter_config.json").exists()
 
 
-@pytest.mark.parametrize("quantization", ["int8-weight", "int8-dynamic"])
-def test_int8_base_takes_adapters(generator_path: Path, adapter_dir: Path, quantization: str) -> None:
+@pytest.mark.parametrize("quantization", ["int4-weight", "int8-weight", "int8-dynamic"])
+def test_quantized_base_takes_adapters(generator_path: Path, adapter_dir: Path, quantization: str) -> None:
     q = LocalGenerator.from_path(generator_path, name="q", quantization=quantization, adapter_dir=adapter_dir)  # type: ignore[arg-type]
     base = q.generate(Q, P).text
     alpha = q.generate(Q, P, adapter="alpha").text

@@ -43,12 +43,6 @@ def test_seeded_sampling_is_reproducible(local_generator: LocalGenerator) -> Non
     assert local_generator.generate(QUESTION, params).text == local_generator.generate(QUESTION, params).text
 
 
-def test_int8_weight_only_model_keeps_the_answer(generator_path: Path, local_generator: LocalGenerator) -> None:
-    gen = LocalGenerator.from_path(generator_path, name="q", quantization="int8-weight")
-    params = GenerationParams(max_tokens=16)
-    assert gen.generate(QUESTION, params).text == local_generator.generate(QUESTION, params).text
-
-
 def test_int8_dynamic_model_loads_and_generates(generator_path: Path) -> None:
     gen = LocalGenerator.from_path(generator_path, name="q", quantization="int8-dynamic")
     assert gen.generate(QUESTION, GenerationParams(max_tokens=8)).completion_tokens > 0
