@@ -57,10 +57,10 @@ class ModelSettings(BaseModel):
     embedder: str = Field("all-minilm-l6-v2", description="catalog name, local directory or HF hub id")
     load_generator: bool = True
     load_embedder: bool = True
-    quantization: Literal["none", "int4-weight", "int8-weight", "int8-dynamic"] = Field(
+    quantization: Literal["none", "int4-weight", "int8-weight", "int8-dynamic", "bnb-4bit", "bnb-8bit"] = Field(
         "none",
-        description="int4-weight / int8-weight: weight-only, bf16 activations, perplexity within ~1 %; "
-        "int8-dynamic is lossy on small models",
+        description="CPU: int4-weight / int8-weight (weight-only, bf16 activations, perplexity within ~1 %), "
+        "int8-dynamic (lossy on small models); CUDA: bnb-4bit (NF4) / bnb-8bit via bitsandbytes",
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: torch's choice")
     backend: Literal["local", "remote"] = Field("local", description="remote: any OpenAI-compatible server")

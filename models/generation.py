@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from kgnlp.errors import ValidationError
 from models.adapters import BASE, AdapterSet
-from models.loading import Quantization
+from models.loading import LOAD_TIME, Quantization
 
 __all__ = ["ChatMessage", "GenerationParams", "GenerationResult", "Generator", "LocalGenerator"]
 
@@ -100,6 +100,12 @@ class LocalGenerator:
         """Load a base model (optionally int8) and register the adapters found in ``adapter_dir``."""
         from models.loading import load_causal_lm, quantize
 
+        if quantization in LOAD_TIME:  # bitsandbytes: quantized on load, adapters attach directly
+            model, tokenizer = load_causal_lm(path, quantization)
+            adapters = AdapterSet(model, max_loaded=max_adapters)
+            if adapter_dir is not None:
+                adapters.register_directory(adapter_dir)
+            return cls(model, tokenizer, name, quantization, adapters)
         model, tokenizer = load_causal_lm(path)
         if quantization != "none":
             model = quantize(model, quantization)
@@ -148,7 +154,8 @@ class LocalGenerator:
         # left padding so every row's next token is at the same position
         input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
         attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        return {"input_ids": input_ids, "attention_mask": attention}
+        device = self.model.device  # CUDA for the bitsandbytes schemes
+        return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
 
     def _kwargs(self, params: GenerationParams, adapters: Sequence[str | None]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
@@ -246,7 +253,7 @@ class LocalGenerator:
 
         class _Cancelled(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
+                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
 
         inputs = self._batch([messages])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)

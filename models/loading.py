@@ -5,22 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from kgnlp.errors import ModelUnavailableError
+from kgnlp.errors import ConfigurationError, ModelUnavailableError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 __all__ = ["Quantization", "load_causal_lm", "load_sentence_embedder", "quantize_int8_dynamic"]
 
-Quantization = Literal["none", "int4-weight", "int8-weight", "int8-dynamic"]
+Quantization = Literal["none", "int4-weight", "int8-weight", "int8-dynamic", "bnb-4bit", "bnb-8bit"]
+# bitsandbytes quantizes while loading, on CUDA; peft puts LoRA layers on its layers directly.
+LOAD_TIME = ("bnb-4bit", "bnb-8bit")
 
 
 def load_causal_lm(path: Path, quantization: Quantization = "none", dtype: str = "float32") -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer for CPU inference.
+    """Load a causal LM and its tokenizer (CPU, or CUDA for the bitsandbytes schemes).
 
     Args:
         path: a directory with ``config.json`` and safetensors weights.
-        quantization: a CPU scheme applied after loading (see ``quantize``).
+        quantization: a CPU scheme applied after loading (see ``quantize``), or ``bnb-4bit``
+            (NF4, bf16 compute) / ``bnb-8bit`` (LLM.int8) loaded onto the first CUDA device.
         dtype: torch dtype name for the weights.
 
     Returns:
@@ -29,15 +32,36 @@ def load_causal_lm(path: Path, quantization: Quantization = "none", dtype: str =
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    extra = _bitsandbytes_kwargs(quantization) if quantization in LOAD_TIME else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype), **extra)
     except (OSError, ValueError) as e:
         raise ModelUnavailableError(f"cannot load a causal LM from {path}: {e}") from e
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return quantize(model, quantization), tokenizer
+    return (model if quantization in LOAD_TIME else quantize(model, quantization)), tokenizer
+
+
+def _bitsandbytes_kwargs(quantization: str) -> dict[str, Any]:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigurationError(f"{quantization} needs a CUDA GPU; on a CPU use int4-weight or int8-weight")
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as e:
+        raise ConfigurationError(f"{quantization} needs bitsandbytes: pip install 'kgnlp[gpu]'") from e
+    if quantization == "bnb-4bit":
+        config = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )  # fmt: skip
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    return {"quantization_config": config, "device_map": {"": 0}}
 
 
 def quantize(model: Any, quantization: Quantization) -> Any:

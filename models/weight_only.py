@@ -41,7 +41,9 @@ class Int8WeightOnlyLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight_int8, self.scale)
+        y = torch.ops.aten._weight_int8pack_mm(
+            x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight_int8, self.scale
+        )
         y = y.reshape(*shape[:-1], self.out_features)
         return (y if self.bias is None else y + self.bias).to(x.dtype)
 

@@ -10,6 +10,7 @@ import torch
 
 from models.generation import ChatMessage, GenerationParams, LocalGenerator
 from models.weight_only import Int4WeightOnlyLinear, Int8WeightOnlyLinear, _int4_groups, quantize_weight_only
+from tests.models.test_adapters import _make_adapter
 
 TEXT = (
     "The shop opens at nine in the morning and closes at six in the evening. Customers who ordered "
@@ -86,3 +87,28 @@ def test_weight_only_smollm_keeps_perplexity_and_the_answer(
     assert _perplexity(gen) < fp32 * 1.05
     n_int4 = sum(isinstance(m, Int4WeightOnlyLinear) for m in gen.model.modules())
     assert (n_int4 > 100) == (quantization == "int4-weight")
+
+
+def test_bitsandbytes_schemes_say_they_need_cuda(generator_path: Path) -> None:
+    from kgnlp.errors import ConfigurationError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: test_bitsandbytes_4bit_generates_with_adapters covers it")
+    with pytest.raises(ConfigurationError, match="bnb-4bit needs a CUDA GPU; on a CPU use int4-weight"):
+        LocalGenerator.from_path(generator_path, name="q", quantization="bnb-4bit")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("quantization", ["bnb-4bit", "bnb-8bit"])
+def test_bitsandbytes_generates_with_adapters(generator_path: Path, tmp_path: Path, quantization: str) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    _make_adapter(generator_path, tmp_path / "alpha", seed=1)
+    gen = LocalGenerator.from_path(generator_path, name="q", quantization=quantization, adapter_dir=tmp_path)  # type: ignore[arg-type]
+    assert gen.model.device.type == "cuda"
+    question = [ChatMessage("user", "What is the capital of France?")]
+    params = GenerationParams(max_tokens=12)
+    base = gen.generate(question, params).text
+    assert "Paris" in base
+    assert gen.generate(question, params, adapter="alpha").text != base
+    assert "".join(gen.stream(question, params)) == base
