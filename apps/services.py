@@ -168,6 +168,8 @@ def _load_customer_service(settings: Settings, services: Services) -> None:
         max_failures=cs.max_failures,
         generation_timeout_s=cs.generation_timeout_s,
         k=cs.k,
+        max_tokens=cs.max_tokens,
+        source_chars=cs.source_chars,
     )
     services.components["customer_service"] = Component(
         "customer_service",

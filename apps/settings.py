@@ -155,6 +155,10 @@ class CustomerServiceSettings(BaseModel):
     max_failures: int = Field(2, ge=1, le=20)
     generation_timeout_s: float = Field(20.0, gt=0, le=600)
     k: int = Field(3, ge=1, le=10)
+    max_tokens: int = Field(256, ge=1, le=2048, description="longest answer (Bitext answers: median 171 tokens)")
+    source_chars: int | None = Field(
+        400, ge=50, description="each source is cut to this many characters in the prompt (faster first token)"
+    )
     session_window: int = Field(8, ge=1, le=100)
     session_ttl_s: float = Field(86_400, gt=0)
 

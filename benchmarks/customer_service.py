@@ -24,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CITE = re.compile(r"\s*\[\d+\]")
-
-
-def split(rows: list[dict[str, str]], seed: int, test_fraction: float = 0.2) -> tuple[list, list]:
-    by_intent: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for r in rows:
-        by_intent[r["intent"]].append(r)
-    rng = random.Random(seed)
-    train, test = [], []
-    for intent in sorted(by_intent):
-        items = by_intent[intent][:]
-        rng.shuffle(items)
-        cut = max(1, round(len(items) * test_fraction))
-        test += items[:cut]
-        train += items[cut:]
-    return train, test
 
 
 def pct(values: list[float], q: float) -> float:
@@ -116,35 +100,28 @@ def main() -> None:
     from apps.customer_service.profile import CompanyProfile
     from apps.customer_service.sessions import SessionStore
     from apps.customer_service.setup import DATA_DIR, sentence_encoder
+    from apps.customer_service.sft_data import split_bitext, training_corpus
     from kgnlp.files import default_home
     from models.concurrency import GenerationQueue
     from models.generation import LocalGenerator
     from models.loading import load_sentence_embedder
     from models.provision import ModelCache
-    from retrieval.corpus import Corpus, as_embedder
-    from retrieval.types import Document
+    from retrieval.corpus import as_embedder
 
     home = args.home or default_home()
     cache = ModelCache(home)
     with open(src, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    train, test = split(rows, args.seed)
+    train, test = split_bitext(rows, args.seed)
     t0 = time.perf_counter()
     st = load_sentence_embedder(cache.ensure("all-minilm-l6-v2"))
     encoder = sentence_encoder(st)
     clf = IntentClassifier.train(encoder, [r["instruction"] for r in train], [r["intent"] for r in train])
     preds = clf.predict_many([r["instruction"] for r in test])
     intent_acc = sum(p.intent == r["intent"] for p, r in zip(preds, test, strict=True)) / len(test)
-    seen: set[str] = set()
-    docs = []
-    for i, r in enumerate(train):
-        text = r["response"].replace("\r\n", "\n").strip()
-        if text not in seen:
-            seen.add(text)
-            docs.append(Document(f"train:{i}", text, metadata={"intent": r["intent"], "category": r["category"]}))
     emb = as_embedder(st, home)
-    retriever = Corpus.build("cs-bench", docs, emb).retriever(emb)
-    print(f"built: {len(train)} train rows, {len(docs)} documents, {len(test)} held-out queries "
+    retriever = training_corpus(train, emb)  # the same corpus the adapter's training prompts used
+    print(f"built: {len(train)} train rows, {len(test)} held-out queries "
           f"in {time.perf_counter() - t0:.0f} s", file=sys.stderr)  # fmt: skip
     profile = CompanyProfile.load(DATA_DIR / "company.yaml")
     rng = random.Random(args.seed)

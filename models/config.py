@@ -37,6 +37,9 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.1, ge=0.0, lt=0.5)
     split_seed: int = 13
     max_train_rows: int | None = Field(None, ge=1)
+    # "module:function", called with the RunConfig to write ``train`` (and ``validation``) when
+    # ``train`` does not exist yet: data that is derived, e.g. prompts with retrieved context
+    prepare: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class MethodConfig(_Strict):
@@ -104,6 +107,8 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     distill: DistillConfig | None = None
     labels: list[str] | None = None  # fixed label order (default: sorted labels of the training data)
+    # copy the trained adapter to KGNLP_HOME/adapters/NAME, where the service loads adapters from
+    install_adapter: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -111,6 +116,8 @@ class RunConfig(_Strict):
             raise ValueError("distill: use models.distill.distill_causal_lm for causal LMs, not task 'sft'")
         if self.task == "sft" and self.train.class_weights != "none":
             raise ValueError(f"train.class_weights: {self.train.class_weights!r} only applies to task 'classify'")
+        if self.install_adapter and self.method.kind == "full":
+            raise ValueError("install_adapter: a full fine-tune writes a model, not an adapter")
         if self.method.kind == "prompt" and self.train.fgm_epsilon > 0:
             raise ValueError("train.fgm_epsilon: adversarial training needs word embeddings, not prompt tuning")
         return self

@@ -84,6 +84,19 @@ def _seed_all(seed: int) -> None:
     set_seed(seed)
 
 
+def _prepare_data(cfg: RunConfig) -> None:
+    import importlib
+
+    module, _, func = (cfg.data.prepare or "").partition(":")
+    try:
+        hook = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as e:
+        raise ConfigurationError(f"data.prepare: cannot import {cfg.data.prepare!r}: {e}") from e
+    hook(cfg)
+    if not Path(cfg.data.train).exists():
+        raise ConfigurationError(f"data.prepare: {cfg.data.prepare} did not write data.train ({cfg.data.train})")
+
+
 def _splits(cfg: RunConfig) -> tuple[Any, Any, Any]:
     """Train/validation/test ``LabelledSet``s (or chat lists for SFT)."""
     from models.data import load_chat, load_labelled, stratified_split
@@ -198,6 +211,11 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
         dumped["resolved_model"] = str(model_path.resolve())
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(dumped, sort_keys=False))
 
+    if cfg.data.prepare and not Path(cfg.data.train).exists():
+        if main:
+            log(f"data: {cfg.data.train} is missing; building it with {cfg.data.prepare}")
+            _prepare_data(cfg)
+        accelerator.wait_for_everyone()
     train, val, test = _splits(cfg)
     load_kwargs = qlora_load_kwargs() if cfg.method.kind == "qlora" else {}
     rng = random.Random(t.seed)
@@ -316,12 +334,16 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
             clf = HFClassifier(accelerator.unwrap_model(model), tokenizer, labels, t.max_len, t.eval_batch_size)
             out = classification_metrics([lab2id[x] for x in val.labels], clf.predict_proba(val.texts))
         elif val_items:
-            losses = []
+            # causal-LM logits are [batch, length, vocab] (SmolLM2: 49k): a classifier's eval batch
+            # size would need tens of GB, so validation uses the training batch size
+            total, tokens = 0.0, 0
             with torch.inference_mode():
-                for s in range(0, len(val_items), t.eval_batch_size):
-                    b = {k: v.to(accelerator.device) for k, v in collate(val_items[s : s + t.eval_batch_size]).items()}
-                    losses.append(float(model(**b).loss))
-            out = {"loss": float(np.mean(losses)), "perplexity": float(np.exp(np.mean(losses)))}
+                for s in range(0, len(val_items), t.batch_size):
+                    b = {k: v.to(accelerator.device) for k, v in collate(val_items[s : s + t.batch_size]).items()}
+                    n = int((b["labels"][:, 1:] != -100).sum())
+                    total, tokens = total + float(model(**b).loss) * n, tokens + n
+            loss = total / max(tokens, 1)
+            out = {"loss": loss, "perplexity": float(np.exp(loss))}
         model.train()
         return out
 
@@ -465,6 +487,9 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
         if writer is not None:
             writer.close()
         log(f"run written to {run_dir}")
+        if cfg.install_adapter:
+            installed = _install_adapter(run_dir / "adapter", cfg.install_adapter)
+            log(f"adapter {cfg.install_adapter!r} installed at {installed} (running services: POST /admin/adapters)")
     accelerator.wait_for_everyone()
     return result
 
@@ -488,6 +513,16 @@ def _length_groups(items: list[Any], batch_size: int, seed: int, texts: list[str
 def _trainable_state(model: Any) -> list[tuple[str, Any]]:
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     return [(k, v) for k, v in model.state_dict().items() if k in names]
+
+
+def _install_adapter(adapter: Path, name: str) -> Path:
+    from kgnlp.files import default_home
+
+    target = default_home() / "adapters" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(target) as tmp:
+        shutil.copytree(adapter, tmp, dirs_exist_ok=True)
+    return target
 
 
 def _save_artifact(model: Any, tokenizer: Any, run_dir: Path, kind: str) -> None:

@@ -19,7 +19,7 @@ from apps.customer_service.slots import extract_slots
 from kgnlp.errors import KgnlpError, OverloadedError
 from models.generation import ChatMessage, GenerationParams
 
-__all__ = ["ESCALATE_INTENTS", "CSAnswer", "Citation", "CustomerServicePipeline"]
+__all__ = ["ESCALATE_INTENTS", "CSAnswer", "Citation", "CustomerServicePipeline", "render_prompt"]
 
 ESCALATE_INTENTS = frozenset({"contact_human_agent", "complaint"})
 AnswerMode = Literal["auto", "generate", "retrieve"]
@@ -40,6 +40,29 @@ HANDOFF = {
     "repeated_failure": "I'm sorry I couldn't resolve this. A member of our support team will take over; you can "
     "also reach them on {{Customer Support Phone Number}} or via {{Live Chat}}.",
 }
+
+
+def render_prompt(
+    profile: CompanyProfile,
+    message: str,
+    evidence: Sequence[Any],
+    slots: dict[str, str],
+    history: Sequence[ChatMessage] = (),
+    source_chars: int | None = None,
+) -> list[ChatMessage]:
+    """The grounded-answer prompt; the ``customer_service`` adapter is trained on exactly this
+    (``apps.customer_service.sft_data``). ``source_chars`` shortens each source (at a word) so
+    that the prompt, and with it the time to the first token, stays short."""
+    company = profile.values.get("company_name", "the company")
+    lines = []
+    for e in evidence:
+        text = profile.fill(e.text, slots)
+        if source_chars and len(text) > source_chars:
+            text = text[:source_chars].rsplit(" ", 1)[0] + " …"
+        lines.append(f"[{e.citation}] {text}")
+    sources = "\n".join(lines)
+    user = f"<sources>\n{sources or '(none)'}\n</sources>\n<customer>\n{message}\n</customer>"
+    return [ChatMessage("system", SYSTEM_PROMPT.format(company=company)), *history, ChatMessage("user", user)]
 
 
 @dataclass(frozen=True)
@@ -80,6 +103,8 @@ class CustomerServicePipeline:
         max_failures: hand over after this many consecutive failed turns.
         generation_timeout_s: past this, fall back to the retrieved answer.
         k: evidence passages per turn.
+        max_tokens: longest generated answer.
+        source_chars: each source is cut to this many characters in the prompt (None: whole).
     """
 
     def __init__(
@@ -96,6 +121,7 @@ class CustomerServicePipeline:
         generation_timeout_s: float = 20.0,
         k: int = 3,
         max_tokens: int = 160,
+        source_chars: int | None = 400,
     ) -> None:
         self.intents = intents
         self.sessions = sessions
@@ -109,6 +135,7 @@ class CustomerServicePipeline:
         self.generation_timeout_s = generation_timeout_s
         self.k = k
         self.max_tokens = max_tokens
+        self.source_chars = source_chars
 
     @property
     def generates(self) -> bool:
@@ -133,11 +160,8 @@ class CustomerServicePipeline:
         return chosen
 
     def _prompt(self, conv: Conversation, message: str, evidence: Sequence[Any]) -> list[ChatMessage]:
-        company = self.profile.values.get("company_name", "the company")
-        sources = "\n".join(f"[{e.citation}] {self.profile.fill(e.text, conv.slots)}" for e in evidence)
         history = [ChatMessage("user" if t.role == "user" else "assistant", t.content) for t in conv.turns[-4:]]
-        user = f"<sources>\n{sources or '(none)'}\n</sources>\n<customer>\n{message}\n</customer>"
-        return [ChatMessage("system", SYSTEM_PROMPT.format(company=company)), *history, ChatMessage("user", user)]
+        return render_prompt(self.profile, message, evidence, conv.slots, history, self.source_chars)
 
     def _escalation(self, conv: Conversation, intent: str, confidence: float) -> str | None:
         if intent in ESCALATE_INTENTS:

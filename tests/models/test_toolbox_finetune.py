@@ -6,6 +6,7 @@ import csv
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -179,25 +180,61 @@ def test_sft_loss_only_on_assistant_tokens(generator_path: Path) -> None:
     assert "A loan you can trade." in learned and "bond" not in learned
 
 
-def test_sft_run_trains_an_adapter(tmp_path: Path, generator_path: Path) -> None:
+CHATS = [
+    {"messages": [{"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": f"{w} {w}"}]}
+    for w in ["alpha", "beta", "gamma", "delta"] * 3
+]
+
+
+def write_chats(cfg: Any) -> None:
+    """A ``data.prepare`` hook (derived data, built on first use)."""
+    Path(cfg.data.train).write_text("\n".join(json.dumps(c) for c in CHATS))
+
+
+def test_sft_run_builds_its_data_trains_and_installs_the_adapter(
+    tmp_path: Path, generator_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from models.config import build_config
     from models.finetune import finetune
 
+    monkeypatch.setenv("KGNLP_HOME", str(tmp_path / "home"))
     model, tok = tiny_llama(generator_path)
     model.save_pretrained(str(tmp_path / "base"))
     tok.save_pretrained(str(tmp_path / "base"))
-    chats = [
-        {"messages": [{"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": f"{w} {w}"}]}
-        for w in ["alpha", "beta", "gamma", "delta"] * 3
-    ]
-    (tmp_path / "chat.jsonl").write_text("\n".join(json.dumps(c) for c in chats))
     cfg = build_config({
         "task": "sft", "model": str(tmp_path / "base"), "output_dir": str(tmp_path / "run"),
-        "data": {"train": str(tmp_path / "chat.jsonl"), "val_fraction": 0.2},
+        "install_adapter": "greeter",
+        "data": {"train": str(tmp_path / "chat.jsonl"), "val_fraction": 0.2,
+                 "prepare": "tests.models.test_toolbox_finetune:write_chats"},
         "method": {"kind": "lora", "r": 4, "target_modules": ["q_proj", "v_proj"]},
         "train": {"epochs": 3, "batch_size": 4, "lr": 1e-2, "max_len": 64, "metric": "loss"},
     })  # fmt: skip
     m = finetune(cfg, log=lambda _: None)
+    assert (tmp_path / "chat.jsonl").is_file()  # built by the hook
     hist = [json.loads(x) for x in (tmp_path / "run" / "epochs.jsonl").read_text().splitlines()]
     assert hist[-1]["loss"] < hist[0]["loss"] and m["method"] == "lora"
     assert json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    installed = tmp_path / "home" / "adapters" / "greeter"
+    assert (installed / "adapter_model.safetensors").read_bytes() == (
+        tmp_path / "run" / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
+
+
+def test_prepare_hook_errors_are_clear(tmp_path: Path) -> None:
+    from kgnlp.errors import ConfigurationError
+    from models.config import build_config
+    from models.finetune import _prepare_data
+
+    def cfg(hook: str) -> Any:
+        return build_config({"task": "sft", "model": "m", "output_dir": str(tmp_path / "run"),
+                             "data": {"train": str(tmp_path / "nothing.jsonl"), "prepare": hook}})  # fmt: skip
+
+    with pytest.raises(ConfigurationError, match=r"data\.prepare: cannot import 'no\.such:hook'"):
+        _prepare_data(cfg("no.such:hook"))
+    with pytest.raises(ConfigurationError, match=r"did not write data\.train"):
+        _prepare_data(cfg("builtins:print"))
+    with pytest.raises(ConfigurationError, match=r"data\.prepare"):
+        cfg("not a hook")
+    with pytest.raises(ConfigurationError, match="install_adapter"):
+        build_config({"task": "sft", "model": "m", "output_dir": "r", "data": {"train": "t"},
+                      "method": {"kind": "full"}, "install_adapter": "x"})  # fmt: skip
