@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CITE = re.compile(r"\s*\[\d+\]")
+# a raw placeholder in either form: {{Order Number}} or [Customer Support Phone Number]
+LEAK = re.compile(r"\{\{|\}\}|\[[A-Z][a-z]+(?: [A-Z][a-z]+)+\]")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -63,7 +65,7 @@ async def run_config(name: str, pipeline: Any, queries: list[dict[str, str]], pr
         tp += result.escalate and gold_escalate
         fp += result.escalate and not gold_escalate
         fn += gold_escalate and not result.escalate
-        leaks += "{{" in result.answer or "}}" in result.answer
+        leaks += bool(LEAK.search(result.answer))
         if not result.escalate:
             reference = profile.fill(row["response"].replace("\r\n", "\n"))
             rouge.append(scorer.score(reference, CITE.sub("", result.answer))["rougeL"].fmeasure)
@@ -89,6 +91,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gen-queries", type=int, default=40, help="held-out queries for the generating configs")
     ap.add_argument("--home", type=Path, default=None, help="kgnlp home with the models (default KGNLP_HOME)")
+    ap.add_argument("--quantization", default="none", help="generator quantization (none, int4-weight, ...)")
     args = ap.parse_args()
     src = args.data / "Bitext_Sample_Customer_Support_Training_Dataset.csv"
     if not src.is_file():
@@ -127,8 +130,9 @@ def main() -> None:
     rng = random.Random(args.seed)
     gen_queries = rng.sample(test, min(args.gen_queries, len(test)))
     generator = LocalGenerator.from_path(
-        cache.ensure("smollm2-135m-instruct"), name="smollm2-135m-instruct", adapter_dir=home / "adapters"
-    )
+        cache.ensure("smollm2-135m-instruct"), name="smollm2-135m-instruct", adapter_dir=home / "adapters",
+        quantization=args.quantization,
+    )  # fmt: skip
     queue = GenerationQueue(generator, max_concurrent=1, max_waiting=4, timeout_s=600)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,6 +162,7 @@ def main() -> None:
     if "LoRA+RAG" not in results:
         print("LoRA+RAG: no `customer_service` adapter under KGNLP_HOME/adapters (train it first)")
     cmd = f".venv/bin/python benchmarks/customer_service.py --gen-queries {args.gen_queries} --seed {args.seed}"
+    cmd += f" --quantization {args.quantization}" if args.quantization != "none" else ""
     print(f"\ncommand: {cmd}")
     r = results["retrieval-only"]
     b = results["base+RAG"]
@@ -167,6 +172,7 @@ def main() -> None:
         f"lora_rag_rougeL={lora['rougeL'] if lora else float('nan'):.3f} grounded={r['grounded']:.3f} "
         f"leak_rate={max(x['leak'] for x in results.values()):.3f} esc_P={r['esc_p']:.2f} esc_R={r['esc_r']:.2f} "
         f"base_rag_ttft_p50_ms={1000 * b['ttft_p50']:.0f} retrieval_answer_p50_ms={1000 * r['total_p50']:.0f}"
+        + (f" lora_rag_ttft_p50_ms={1000 * lora['ttft_p50']:.0f} lora_grounded={lora['grounded']:.3f}" if lora else "")
     )
 
 

@@ -14,6 +14,8 @@ __all__ = ["PLACEHOLDER", "CompanyProfile"]
 PLACEHOLDER = re.compile(r"\{\{\s*([^{}]{1,80}?)\s*\}\}")
 # The Bitext answers also carry literal ids of *other* customers (9+ digits); never echo them.
 _DATASET_ID = re.compile(r"(#\s?)?\b\d{9,}\b")
+# Generators also write placeholders as "[Customer Support Phone Number]": filled when known.
+_BRACKETED = re.compile(r"\[([A-Z][A-Za-z ]{2,60})\]")
 _ANONYMIZED = re.compile(r"\b(?:order|purchase|invoice|bill|account|tracking)\b.*\banonymized$", re.IGNORECASE)
 
 
@@ -86,4 +88,10 @@ class CompanyProfile:
             return (m.group(1) or "") + slots[kind] if kind in slots else phrase
 
         filled = _DATASET_ID.sub(own_id, filled)
+
+        def bracketed(m: re.Match[str]) -> str:
+            key = _key(m.group(1))
+            return self.values.get(self.aliases.get(key, key), m.group(0))
+
+        filled = _BRACKETED.sub(bracketed, filled)
         return filled.replace("{{", "").replace("}}", "")

@@ -35,6 +35,9 @@ def test_every_shipped_answer_is_filled_without_raw_placeholders() -> None:
     assert PROFILE.fill("locate order 113542617735902 now", {"order_id": "A7"}) == "locate order A7 now"
     assert PROFILE.fill("invoice #370795561790 is ready") == "invoice your invoice number is ready"
     assert PROFILE.fill("order #370795561790", {"order_id": "B2"}) == "order #B2"
+    # generators also write placeholders in square brackets: known ones are filled, citations kept
+    assert PROFILE.fill("Call [Customer Support Phone Number] [1]") == "Call +1 (555) 010-0199 [1]"
+    assert PROFILE.fill("see [Some Unknown Label]") == "see [Some Unknown Label]"
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,23 @@ def test_int4_layer_is_close_and_clipping_beats_plain_min_max() -> None:
     assert int(q.min()) >= 0 and int(q.max()) <= 15
 
 
+@pytest.mark.parametrize("layer_type", [Int8WeightOnlyLinear, Int4WeightOnlyLinear])
+def test_prompts_use_the_bf16_copy_and_decoding_the_packed_weights(layer_type: type) -> None:
+    from models.weight_only import DENSE_FROM_ROWS
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 32)
+    layer, packed_only = layer_type(linear), layer_type(linear, dense_prompts=False)
+    prompt = torch.randn(DENSE_FROM_ROWS, 64)
+    bf16 = (torch.nn.functional.linear(prompt.bfloat16(), linear.weight.bfloat16()) + linear.bias.bfloat16()).float()
+    with torch.no_grad():
+        assert torch.equal(layer(prompt), bf16)
+        assert not torch.equal(packed_only(prompt), bf16) and packed_only.dense is None
+        # one decoding row goes through the packed kernel in both
+        assert torch.equal(layer(prompt[:1]), packed_only(prompt[:1]))
+        assert torch.allclose(layer(prompt[:1]), packed_only(prompt)[:1], atol=1e-2)
+
+
 def test_int4_rejects_a_width_that_is_not_a_multiple_of_the_group() -> None:
     from kgnlp.errors import ConfigurationError
 
