@@ -25,6 +25,8 @@ setup: $(VENV)/.installed
 models: setup
 	$(BIN)/kgnlp models pull
 
+# The demo graphs, the retail index, the three apps' models, and entity vectors for
+# /kg/entities/{id}/similar (each step is skipped when its inputs are unchanged).
 demo: models
 	$(BIN)/kgnlp kg build-demo retail
 	$(BIN)/kgnlp kg build-demo finance
@@ -32,6 +34,8 @@ demo: models
 	$(BIN)/kgnlp cs setup
 	$(BIN)/kgnlp sentiment setup
 	$(BIN)/kgnlp recommend setup
+	$(BIN)/kgnlp kg train-embeddings --graph finance --model complex --max-minutes 2 --no-progress
+	$(BIN)/kgnlp kg train-embeddings --graph retail --model complex --max-minutes 2 --no-progress
 
 serve: demo
 	$(BIN)/kgnlp serve
