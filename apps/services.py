@@ -83,7 +83,9 @@ def build_services(settings: Settings) -> Services:
         from models.concurrency import GenerationQueue
 
         m = settings.models
-        services.generation = GenerationQueue(services.generator, m.max_concurrent, m.max_waiting, m.timeout_s)
+        services.generation = GenerationQueue(
+            services.generator, m.max_concurrent, m.max_waiting, m.timeout_s, max_batch=m.max_batch
+        )
     services.graphs = open_graph_registry(settings, services.embedder)
     services.components["graphs"] = Component(
         "graphs",

@@ -71,6 +71,9 @@ class ModelSettings(BaseModel):
     max_adapters: int = Field(4, ge=1, le=64, description="adapters kept loaded (LRU)")
     max_concurrent: int = Field(1, ge=1, le=64, description="generations running at once")
     max_waiting: int = Field(16, ge=0, le=10_000, description="generations allowed to wait; more get 503")
+    max_batch: int = Field(
+        4, ge=1, le=64, description="waiting non-streamed greedy requests decoded together (static batching)"
+    )
     timeout_s: float = Field(120.0, gt=0, le=3600, description="per-request generation timeout")
 
 

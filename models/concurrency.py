@@ -4,6 +4,11 @@ Requests beyond ``max_concurrent`` wait; beyond ``max_waiting`` they are refused
 once with :class:`~kgnlp.errors.OverloadedError` (the API turns it into 503 +
 ``Retry-After``). Streams run the blocking generator in a worker thread and stop
 decoding when the consumer goes away.
+
+Static batching: with ``max_batch > 1``, a non-streamed greedy request that gets a slot takes
+the other waiting requests with the same decoding parameters along (up to ``max_batch``) and
+decodes them as one batch (``generate_batch``, adapters may differ). On SmolLM2-135M four
+requests batched finish in 0.4–0.55× the time of four in a row (benchmarks/generation.py).
 """
 
 from __future__ import annotations
@@ -12,12 +17,22 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 from kgnlp.errors import ConfigurationError, OverloadedError
 from models.generation import ChatMessage, GenerationParams, GenerationResult
 
 __all__ = ["GenerationQueue"]
+
+
+@dataclass(eq=False)
+class _Job:
+    messages: Sequence[ChatMessage]
+    params: GenerationParams
+    adapter: str | None
+    result: Future[GenerationResult] = field(default_factory=Future)
 
 
 class GenerationQueue:
@@ -28,15 +43,26 @@ class GenerationQueue:
         max_concurrent: decodes running at once (1 for one local model on a small CPU).
         max_waiting: requests allowed to wait for a slot; more are refused.
         timeout_s: a request waiting or running longer than this fails with ``OverloadedError``.
+        max_batch: non-streamed greedy requests decoded together at most (1: no batching; needs
+            a generator with ``generate_batch``).
     """
 
     def __init__(
-        self, generator: Any, max_concurrent: int = 1, max_waiting: int = 16, timeout_s: float = 120.0
+        self,
+        generator: Any,
+        max_concurrent: int = 1,
+        max_waiting: int = 16,
+        timeout_s: float = 120.0,
+        max_batch: int = 1,
     ) -> None:
-        if max_concurrent < 1 or max_waiting < 0:
+        if max_concurrent < 1 or max_waiting < 0 or max_batch < 1:
             raise ConfigurationError(
-                f"max_concurrent must be >= 1 and max_waiting >= 0, got {max_concurrent}, {max_waiting}"
+                "max_concurrent and max_batch must be >= 1 and max_waiting >= 0, "
+                f"got {max_concurrent}, {max_batch}, {max_waiting}"
             )
+        self.max_batch = max_batch if hasattr(generator, "generate_batch") else 1
+        self._pending: list[_Job] = []  # batchable jobs not yet taken by a decode
+        self.batches = 0  # decodes that served more than one request
         self.generator = generator
         self.max_concurrent = max_concurrent
         self.max_waiting = max_waiting
@@ -84,6 +110,8 @@ class GenerationQueue:
         """Queue one request and return its result (or raise ``OverloadedError``)."""
         self._admit()
         deadline = time.monotonic() + self.timeout_s
+        if self.max_batch > 1 and params.temperature == 0:
+            return await asyncio.to_thread(self._batched, _Job(messages, params, adapter), deadline)
 
         def work() -> GenerationResult:
             self._acquire(deadline)
@@ -96,6 +124,43 @@ class GenerationQueue:
                 self._release(result.completion_tokens if result else 0, started)
 
         return await asyncio.to_thread(work)
+
+    def _batched(self, job: _Job, deadline: float) -> GenerationResult:
+        with self._state:
+            self._pending.append(job)
+        try:
+            self._acquire(deadline)
+        except OverloadedError:
+            with self._state:
+                if job in self._pending:  # nobody took it: give up
+                    self._pending.remove(job)
+                    raise
+            return job.result.result()  # a decode took it along: its result is coming
+        started = time.monotonic()
+        with self._state:
+            taken = job in self._pending
+            if taken:  # lead a batch: this job, then the oldest waiting ones with the same params
+                batch = [job, *[j for j in self._pending if j is not job and j.params == job.params]]
+                batch = batch[: self.max_batch]
+                for j in batch:
+                    self._pending.remove(j)
+        if not taken:  # an earlier decode took it along: free the slot, wait for the result
+            self._release(0, started)
+            return job.result.result()
+        tokens = 0
+        try:
+            results = self.generator.generate_batch([j.messages for j in batch], job.params, [j.adapter for j in batch])
+        except BaseException as e:
+            for j in batch:
+                j.result.set_exception(e)
+        else:
+            for j, r in zip(batch, results, strict=True):
+                j.result.set_result(r)
+                tokens += r.completion_tokens
+            self.batches += len(batch) > 1
+        finally:
+            self._release(tokens, started)
+        return job.result.result()
 
     def stream(
         self, messages: Sequence[ChatMessage], params: GenerationParams, adapter: str | None = None

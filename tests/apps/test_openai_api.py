@@ -130,3 +130,34 @@ def test_admin_hot_loads_and_unloads_adapters(service: Any, generator_path: Any,
     bad = httpx.post(url, json={"name": "x", "path": str(tmp_path)})
     assert bad.status_code == 404 and "adapter_config.json" in bad.json()["error"]["message"]
     assert httpx.delete(f"{url}/nope").status_code == 404
+
+
+def test_concurrent_requests_are_batched_with_the_same_answers(client: openai.OpenAI, service: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    asks = [
+        (BASE, "What is the capital of France?"),
+        (f"{BASE}:alpha", "What is the capital of France?"),
+        (BASE, "Name a primary colour."),
+    ]
+
+    def ask(model_and_text: tuple[str, str]) -> str:
+        model, text = model_and_text
+        messages = [{"role": "user", "content": text}]
+        r = client.chat.completions.create(model=model, messages=messages, max_tokens=12)  # type: ignore[arg-type]
+        return r.choices[0].message.content or ""
+
+    alone = [ask(a) for a in asks]
+    queue = service.services.generation
+    before = queue.batches
+    # hold the only decode slot so that the three requests queue up, then release it
+    queue._slots.acquire()
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(ask, a) for a in asks]
+        deadline = time.time() + 30
+        while len(queue._pending) < 3 and time.time() < deadline:
+            time.sleep(0.02)
+        queue._slots.release()
+        together = [f.result() for f in futures]
+    assert queue.batches == before + 1
+    assert together == alone

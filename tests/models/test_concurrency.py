@@ -98,3 +98,57 @@ def test_invalid_configuration() -> None:
 
     with pytest.raises(ConfigurationError, match="max_concurrent"):
         GenerationQueue(SlowGenerator(), max_concurrent=0)
+
+
+class BatchingGenerator(SlowGenerator):
+    """Records the size of each decode; one decode takes ``delay`` whatever its size."""
+
+    def __init__(self, delay: float = 0.3) -> None:
+        super().__init__(delay)
+        self.decodes: list[list[str | None]] = []
+
+    def generate_batch(
+        self, conversations: Sequence[Sequence[ChatMessage]], params: GenerationParams, adapters: Sequence[str | None]
+    ) -> list[GenerationResult]:
+        self.decodes.append(list(adapters))
+        time.sleep(self.delay)
+        return [GenerationResult(f"{c[-1].content}:{a}", "stop", 1, 2) for c, a in zip(conversations, adapters)]
+
+
+def test_waiting_greedy_requests_share_one_decode_and_keep_their_own_answers() -> None:
+    gen = BatchingGenerator()
+    queue = GenerationQueue(gen, max_concurrent=1, max_waiting=16, max_batch=4)
+    other = GenerationParams(max_tokens=9)
+    sampled = GenerationParams(max_tokens=4, temperature=0.7)
+
+    async def main() -> list[GenerationResult]:
+        jobs = [queue.generate([ChatMessage("user", f"q{i}")], P, adapter=f"a{i % 2}") for i in range(6)]
+        jobs.append(queue.generate([ChatMessage("user", "odd")], other))
+        jobs.append(queue.generate([ChatMessage("user", "hot")], sampled))  # sampling: never batched
+        return await asyncio.gather(*jobs)
+
+    t0 = time.monotonic()
+    results = asyncio.run(main())
+    elapsed = time.monotonic() - t0
+    assert [r.text for r in results[:6]] == [f"q{i}:a{i % 2}" for i in range(6)]
+    assert results[6].text == "odd:None" and results[7].text == "done"
+    sizes = sorted(len(d) for d in gen.decodes)
+    assert sizes[-1] == 4 and sum(sizes) == 7  # six same-params requests in ≤ 4-row batches + the odd one
+    assert queue.batches >= 1 and queue.depth == 0
+    assert elapsed < 0.3 * 7  # fewer decodes than requests
+
+
+def test_a_failing_batch_fails_each_of_its_requests() -> None:
+    class Broken(BatchingGenerator):
+        def generate_batch(self, *args: object, **kwargs: object) -> list[GenerationResult]:
+            time.sleep(0.1)
+            raise RuntimeError("decoder crashed")
+
+    queue = GenerationQueue(Broken(), max_concurrent=1, max_waiting=8, max_batch=4)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*(queue.generate(Q, P) for _ in range(3)), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, RuntimeError) and "crashed" in str(r) for r in results)
+    assert queue.depth == 0
