@@ -112,7 +112,8 @@ class BatchingGenerator(SlowGenerator):
     ) -> list[GenerationResult]:
         self.decodes.append(list(adapters))
         time.sleep(self.delay)
-        return [GenerationResult(f"{c[-1].content}:{a}", "stop", 1, 2) for c, a in zip(conversations, adapters)]
+        pairs = zip(conversations, adapters, strict=True)
+        return [GenerationResult(f"{c[-1].content}:{a}", "stop", 1, 2) for c, a in pairs]
 
 
 def test_waiting_greedy_requests_share_one_decode_and_keep_their_own_answers() -> None:
