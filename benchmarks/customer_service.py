@@ -103,7 +103,7 @@ def main() -> None:
     from apps.customer_service.profile import CompanyProfile
     from apps.customer_service.sessions import SessionStore
     from apps.customer_service.setup import DATA_DIR, sentence_encoder
-    from apps.customer_service.sft_data import split_bitext, training_corpus
+    from apps.customer_service.sft_data import split_by_intent, training_corpus
     from kgnlp.files import default_home
     from models.concurrency import GenerationQueue
     from models.generation import LocalGenerator
@@ -115,7 +115,7 @@ def main() -> None:
     cache = ModelCache(home)
     with open(src, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    train, test = split_bitext(rows, args.seed)
+    train, test = split_by_intent(rows, args.seed)
     t0 = time.perf_counter()
     st = load_sentence_embedder(cache.ensure("all-minilm-l6-v2"))
     encoder = sentence_encoder(st)

@@ -6,7 +6,7 @@ every corpus document of the query's intent. The graph for the graph modes is th
 ``retail`` demo recipe (kg/demo.py) built from the same training rows only, so the
 intent examples and document questions it carries (which the graph modes' k-NN
 example voter searches) never include a query. The voter's settings were tuned on a
-validation split carved from the training rows (split_rows(train, ..., seed 1000 + seed)),
+validation split carved from the training rows (split_by_intent(train, 1000 + seed)),
 not on the held-out queries reported here.
 
 BANKING77: train.csv split per intent the same way; the corpus is the remaining
@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from apps.customer_service.sft_data import split_by_intent  # noqa: E402
 from kgnlp.files import default_home  # noqa: E402
 from retrieval.corpus import Corpus, as_embedder, graph_context_for, read_banking77, read_bitext  # noqa: E402
 from retrieval.evaluate import evaluate_rankings  # noqa: E402
@@ -38,22 +39,6 @@ from retrieval.retriever import Retriever  # noqa: E402
 
 BITEXT = "bitext_customer_support/Bitext_Sample_Customer_Support_Training_Dataset.csv"
 SINGLE = ("dense", "lexical", "graph")
-
-
-def split_rows(rows: list[dict[str, str]], key: str, frac: float, seed: int) -> tuple[list, list]:
-    """Per-label split: the first ``frac`` of each label's shuffled rows are held out."""
-    by: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for r in rows:
-        by[r[key]].append(r)
-    rng = random.Random(seed)
-    train, test = [], []
-    for label in sorted(by):
-        rs = by[label][:]
-        rng.shuffle(rs)
-        n = max(1, round(len(rs) * frac))
-        test += rs[:n]
-        train += rs[n:]
-    return train, test
 
 
 def evaluate(r: Retriever, queries: list[tuple[str, str]], intent_of: dict[str, str], modes: list[str]) -> dict:
@@ -94,7 +79,7 @@ def bitext(shared: Path, emb, seed: int, max_queries: int | None) -> tuple[dict,
         reader = csv.DictReader(fh)
         fields = list(reader.fieldnames or [])
         rows = list(reader)
-    train, test = split_rows(rows, "intent", 0.2, seed)
+    train, test = split_by_intent(rows, seed, 0.2)
     if max_queries:
         test = random.Random(seed).sample(test, min(max_queries, len(test)))
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,7 +110,7 @@ def bitext(shared: Path, emb, seed: int, max_queries: int | None) -> tuple[dict,
 def banking77(shared: Path, emb, seed: int, max_queries: int | None) -> tuple[dict, int, int]:  # type: ignore[no-untyped-def]
     docs = read_banking77(shared / "banking77" / "train.csv")
     rows = [{"id": d.id, "intent": d.metadata["intent"], "text": d.text} for d in docs]
-    train, test = split_rows(rows, "intent", 0.2, seed)
+    train, test = split_by_intent(rows, seed, 0.2)
     if max_queries:
         test = random.Random(seed).sample(test, min(max_queries, len(test)))
     keep = {r["id"] for r in train}

@@ -32,18 +32,17 @@ DENSE_FROM_ROWS = 16
 CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8)
 
 
-class Int8WeightOnlyLinear(nn.Module):
-    """``y = x @ (q * scale).T + b`` with per-output-channel symmetric int8 ``q``."""
+class _WeightOnlyLinear(nn.Module):
+    """Shared by both widths: bf16 bias and prompt copy, and the choice of path per call."""
 
-    def __init__(self, linear: nn.Linear, dense_prompts: bool = True) -> None:
+    def __init__(self, linear: nn.Linear, dense_prompts: bool) -> None:
         super().__init__()
-        self.dense = linear.weight.detach().to(torch.bfloat16) if dense_prompts else None
-        w = linear.weight.detach().float()
-        scale = w.abs().amax(dim=1).clamp(min=1e-8) / 127
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight_int8", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scale", scale.to(torch.bfloat16))
+        self.dense = linear.weight.detach().to(torch.bfloat16) if dense_prompts else None
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16), False)
+
+    def packed_mm(self, flat: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -51,37 +50,42 @@ class Int8WeightOnlyLinear(nn.Module):
         if self.dense is not None and flat.shape[0] >= DENSE_FROM_ROWS:
             y = nn.functional.linear(flat, self.dense)
         else:
-            y = torch.ops.aten._weight_int8pack_mm(flat, self.weight_int8, self.scale)
+            y = self.packed_mm(flat)
         y = y.reshape(*shape[:-1], self.out_features)
         return (y if self.bias is None else y + self.bias).to(x.dtype)
 
 
-class Int4WeightOnlyLinear(nn.Module):
+class Int8WeightOnlyLinear(_WeightOnlyLinear):
+    """``y = x @ (q * scale).T + b`` with per-output-channel symmetric int8 ``q``."""
+
+    def __init__(self, linear: nn.Linear, dense_prompts: bool = True) -> None:
+        super().__init__(linear, dense_prompts)
+        w = linear.weight.detach().float()
+        scale = w.abs().amax(dim=1).clamp(min=1e-8) / 127
+        self.register_buffer("weight_int8", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scale", scale.to(torch.bfloat16))
+
+    def packed_mm(self, flat: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(flat, self.weight_int8, self.scale)
+
+
+class Int4WeightOnlyLinear(_WeightOnlyLinear):
     """Group-wise asymmetric 4-bit weights (``group_size`` inputs share a scale and a zero point)."""
 
     def __init__(self, linear: nn.Linear, group_size: int = 32, dense_prompts: bool = True) -> None:
-        super().__init__()
-        n, k = linear.out_features, linear.in_features
+        k = linear.in_features
         if k % group_size:
             raise ConfigurationError(f"int4: in_features {k} is not a multiple of group_size {group_size}")
-        self.in_features, self.out_features, self.group_size = k, n, group_size
+        super().__init__(linear, dense_prompts)
+        self.group_size = group_size
         q, scale, zero = _int4_groups(linear.weight.detach().float(), group_size)
-        self.dense = linear.weight.detach().to(torch.bfloat16) if dense_prompts else None
         self.register_buffer("weight_int4", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1))
         # the kernel takes [groups, n, 2] (scale, zero) with w = (q - 8) * scale + zero
         scales_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous()
         self.register_buffer("scales_zeros", scales_zeros.to(torch.bfloat16))
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16), False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
-        if self.dense is not None and flat.shape[0] >= DENSE_FROM_ROWS:
-            y = nn.functional.linear(flat, self.dense)
-        else:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight_int4, self.group_size, self.scales_zeros)
-        y = y.reshape(*shape[:-1], self.out_features)
-        return (y if self.bias is None else y + self.bias).to(x.dtype)
+    def packed_mm(self, flat: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight_int4, self.group_size, self.scales_zeros)
 
 
 def _int4_groups(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

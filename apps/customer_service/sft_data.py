@@ -23,13 +23,14 @@ from apps.customer_service.profile import CompanyProfile
 from apps.customer_service.setup import DATA_DIR, read_bitext_rows
 from apps.customer_service.slots import extract_slots
 
-__all__ = ["build", "split_bitext", "training_corpus"]
+__all__ = ["build", "split_by_intent", "training_corpus"]
 
 SOURCE = DATA_DIR / "bitext_customer_support.csv"
 
 
-def split_bitext(rows: list[dict[str, str]], seed: int = 0, test_fraction: float = 0.2) -> tuple[list, list]:
-    """Stratified by intent: ``(train, held_out)`` with ``test_fraction`` of each intent held out."""
+def split_by_intent(rows: list[dict[str, str]], seed: int = 0, test_fraction: float = 0.2) -> tuple[list, list]:
+    """Stratified by intent: ``(train, held_out)`` with ``test_fraction`` of each intent's shuffled
+    rows held out (the split of benchmarks/customer_service.py and benchmarks/retrieval.py)."""
     by_intent: dict[str, list[dict[str, str]]] = defaultdict(list)
     for r in rows:
         by_intent[r["intent"]].append(r)
@@ -106,7 +107,7 @@ def build(cfg: Any, per_intent: int = 24, val_per_intent: int = 2, seed: int = 0
     home = default_home()
     st = load_sentence_embedder(ModelCache(home).ensure("all-minilm-l6-v2"))
     embedder = as_embedder(st, home)
-    train, _ = split_bitext(read_bitext_rows(SOURCE), seed)
+    train, _ = split_by_intent(read_bitext_rows(SOURCE), seed)
     retriever = training_corpus(train, embedder)
     profile = CompanyProfile.load(DATA_DIR / "company.yaml")
     by_intent: dict[str, list[dict[str, str]]] = defaultdict(list)

@@ -11,7 +11,7 @@ import pytest
 from apps.customer_service.pipeline import ESCALATE_INTENTS, render_prompt
 from apps.customer_service.profile import CompanyProfile
 from apps.customer_service.setup import DATA_DIR, read_bitext_rows
-from apps.customer_service.sft_data import SOURCE, make_examples, response_text, split_bitext, training_corpus
+from apps.customer_service.sft_data import SOURCE, make_examples, response_text, split_by_intent, training_corpus
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +20,14 @@ def rows() -> list[dict[str, str]]:
 
 
 def test_split_is_stratified_disjoint_and_stable(rows: list[dict[str, str]]) -> None:
-    train, test = split_bitext(rows, seed=0)
+    train, test = split_by_intent(rows, seed=0)
     assert len(train) + len(test) == len(rows)
     assert not {id(r) for r in train} & {id(r) for r in test}
     per_intent = Counter(r["intent"] for r in rows)
     held = Counter(r["intent"] for r in test)
     assert set(held) == set(per_intent)
     assert all(abs(held[i] - 0.2 * per_intent[i]) <= 1 for i in per_intent)
-    assert [r["instruction"] for r in split_bitext(rows, seed=0)[1][:5]] == [r["instruction"] for r in test[:5]]
+    assert [r["instruction"] for r in split_by_intent(rows, seed=0)[1][:5]] == [r["instruction"] for r in test[:5]]
 
 
 def test_examples_are_the_served_prompt_without_their_own_answer(
@@ -36,7 +36,7 @@ def test_examples_are_the_served_prompt_without_their_own_answer(
     from models.loading import load_sentence_embedder
     from retrieval.corpus import as_embedder
 
-    train, _ = split_bitext(rows, seed=0)
+    train, _ = split_by_intent(rows, seed=0)
     sample = [r for r in train if r["intent"] in ("track_order", "get_refund", "complaint")][:300]
     retriever = training_corpus(sample, as_embedder(load_sentence_embedder(embedder_path)))
     profile = CompanyProfile.load(DATA_DIR / "company.yaml")
