@@ -238,3 +238,23 @@ def test_prepare_hook_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="install_adapter"):
         build_config({"task": "sft", "model": "m", "output_dir": "r", "data": {"train": "t"},
                       "method": {"kind": "full"}, "install_adapter": "x"})  # fmt: skip
+
+
+def test_masked_lm_loss_equals_the_models_own_loss(generator_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from models.finetune import masked_lm_loss
+
+    model, _ = tiny_llama(generator_path)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    ids = torch.randint(5, 200, (3, 12))
+    labels = ids.clone()
+    labels[:, :7] = -100  # the prompt
+    labels[2, 10:] = -100  # padding
+    attention = torch.ones_like(ids)
+    attention[2, 10:] = 0
+    batch = {"input_ids": ids, "attention_mask": attention, "labels": labels}
+    ours = masked_lm_loss(model, batch)
+    assert torch.allclose(ours, model(**batch).loss, atol=1e-5)
+    ours.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
