@@ -151,9 +151,6 @@ def _load_customer_service(settings: Settings, services: Services) -> None:
             "customer_service", "not_configured", {"hint": "kgnlp cs setup (trains the intent classifier)"}
         )
         return
-    adapter = None
-    if services.generator is not None and cs.adapter in services.generator.adapter_names():
-        adapter = cs.adapter
     from apps.pii import mask_pii
 
     mask = mask_pii if settings.observability.mask_pii_stored else None
@@ -164,7 +161,7 @@ def _load_customer_service(settings: Settings, services: Services) -> None:
         profile=CompanyProfile.load(cs.profile or DATA_DIR / "company.yaml"),
         retriever=services.retrievers.get(cs.corpus),
         generation=services.generation,
-        adapter=adapter,
+        adapter=cs.adapter,
         answer_mode=cs.answer_mode,
         min_confidence=cs.min_confidence,
         max_failures=cs.max_failures,
@@ -176,7 +173,8 @@ def _load_customer_service(settings: Settings, services: Services) -> None:
     services.components["customer_service"] = Component(
         "customer_service",
         "ready",
-        {"corpus": cs.corpus if cs.corpus in services.retrievers else None, "adapter": adapter,
+        {"corpus": cs.corpus if cs.corpus in services.retrievers else None,
+         "adapter": services.customer_service.active_adapter,
          "answers": "generated" if services.customer_service.generates else "retrieved"},
     )  # fmt: skip
 

@@ -96,7 +96,8 @@ class CustomerServicePipeline:
         profile: company profile for placeholders.
         retriever: a ``retrieval.Retriever`` over the support corpus (None: answer without evidence).
         generation: a ``GenerationQueue`` (None: retrieval-only answers).
-        adapter: LoRA adapter for grounded generation (``customer_service`` when trained).
+        adapter: LoRA adapter for grounded generation (``customer_service``), used while the
+            generator has it: one installed later and loaded with ``POST /admin/adapters`` counts.
         answer_mode: ``generate`` always writes with the LLM, ``retrieve`` returns the best matching
             answer, ``auto`` generates only when ``adapter`` is available.
         min_confidence: below this intent probability the turn is handed to a human.
@@ -138,10 +139,18 @@ class CustomerServicePipeline:
         self.source_chars = source_chars
 
     @property
+    def active_adapter(self) -> str | None:
+        """The configured adapter while the generator has it (adapters come and go at run time)."""
+        if self.adapter is None or self.generation is None:
+            return None
+        names = getattr(getattr(self.generation, "generator", None), "adapter_names", None)
+        return self.adapter if names is None or self.adapter in names() else None
+
+    @property
     def generates(self) -> bool:
         if self.generation is None or self.answer_mode == "retrieve":
             return False
-        return self.answer_mode == "generate" or self.adapter is not None
+        return self.answer_mode == "generate" or self.active_adapter is not None
 
     # --- steps ----------------------------------------------------------------------------------
 
@@ -222,7 +231,7 @@ class CustomerServicePipeline:
             params = GenerationParams(max_tokens=self.max_tokens)
             try:
                 gen = await asyncio.wait_for(
-                    self.generation.generate(self._prompt(conv, message, evidence), params, self.adapter),
+                    self.generation.generate(self._prompt(conv, message, evidence), params, self.active_adapter),
                     timeout=self.generation_timeout_s,
                 )
                 text = self.profile.fill(gen.text.strip(), result.slots)
@@ -251,7 +260,7 @@ class CustomerServicePipeline:
                 pending = ""
                 try:
                     prompt = self._prompt(conv, message, evidence)
-                    async for d in self.generation.stream(prompt, params, self.adapter):
+                    async for d in self.generation.stream(prompt, params, self.active_adapter):
                         pending += d
                         ready, pending = _split_at_open_placeholder(pending)
                         if ready:

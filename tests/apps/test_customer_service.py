@@ -216,3 +216,23 @@ def test_streamed_placeholders_are_filled_even_when_split_across_deltas() -> Non
     out.append(PROFILE.fill(pending))
     text = "".join(out)
     assert text == "Call us on +1 (555) 010-0199 or use Live Chat (bottom-right corner of every page)."
+
+
+def test_a_customer_service_adapter_loaded_at_run_time_is_used(
+    service: Any, generator_path: Path, tmp_path: Path
+) -> None:
+    from tests.models.test_adapters import _make_adapter
+
+    pipeline = service.services.customer_service
+    url = f"{service.url}/admin/adapters"
+    assert pipeline.adapter == "customer_service" and pipeline.active_adapter is None
+    assert not pipeline.generates  # auto mode without the adapter: retrieved answers
+    path = _make_adapter(generator_path, tmp_path / "cs", seed=5)
+    try:
+        assert httpx.post(url, json={"name": "customer_service", "path": str(path)}, timeout=120).status_code == 201
+        assert pipeline.active_adapter == "customer_service" and pipeline.generates
+        body = _ask(service, "hot-1", "I want to track my order")
+        assert body["intent"] == "track_order" and body["citations"]
+    finally:
+        httpx.delete(f"{url}/customer_service", timeout=60)
+    assert pipeline.active_adapter is None and not pipeline.generates
