@@ -137,6 +137,9 @@ class AdapterSet:
                 return
             self._peft.delete_adapter(name)
             del self._loaded[name]
+            if not self._loaded:  # peft would keep the deleted one active: drop the wrapper
+                self.base_model = self._peft.unload()
+                self._peft = None
 
     def forget(self, name: str) -> None:
         """Unload and unregister."""

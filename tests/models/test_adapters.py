@@ -105,3 +105,14 @@ def test_quantized_base_takes_adapters(generator_path: Path, adapter_dir: Path, 
     assert q.generate(Q, P).text == base
     # dynamic int8 scales activations per batch, so batched rows are close to, not equal to, single rows
     assert len(q.generate_batch([Q, Q], P, [None, "alpha"])) == 2
+
+
+def test_unloading_the_last_adapter_leaves_a_working_base(generator_path: Path, adapter_dir: Path) -> None:
+    fresh = LocalGenerator.from_path(generator_path, name="fresh", adapter_dir=adapter_dir)
+    base = fresh.generate(Q, P).text
+    alpha = fresh.generate(Q, P, adapter="alpha").text
+    fresh.adapters.unload("alpha")
+    assert not fresh.adapters.wrapped and fresh.adapters.loaded() == []
+    assert fresh.generate(Q, P).text == base  # no LoRA layer left behind
+    assert fresh.generate_batch([Q], P)[0].text == base
+    assert fresh.generate(Q, P, adapter="alpha").text == alpha  # and it loads again
