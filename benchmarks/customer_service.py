@@ -25,10 +25,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from models.loading import Quantization  # noqa: E402  (a Literal: no heavy import)
 
 CITE = re.compile(r"\s*\[\d+\]")
 # a raw placeholder in either form: {{Order Number}} or [Customer Support Phone Number]
@@ -91,7 +93,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gen-queries", type=int, default=40, help="held-out queries for the generating configs")
     ap.add_argument("--home", type=Path, default=None, help="kgnlp home with the models (default KGNLP_HOME)")
-    ap.add_argument("--quantization", default="none", help="generator quantization (none, int4-weight, ...)")
+    ap.add_argument("--quantization", default="none", choices=get_args(Quantization), help="generator quantization")
     args = ap.parse_args()
     src = args.data / "Bitext_Sample_Customer_Support_Training_Dataset.csv"
     if not src.is_file():

@@ -157,7 +157,8 @@ class GenerationQueue:
             for j, r in zip(batch, results, strict=True):
                 j.result.set_result(r)
                 tokens += r.completion_tokens
-            self.batches += len(batch) > 1
+            with self._state:
+                self.batches += len(batch) > 1
         finally:
             self._release(tokens, started)
         return job.result.result()

@@ -3,9 +3,10 @@
 Decoding one token at a time reads every weight once per token, so a small LM on a CPU is
 bound by memory traffic: 4-bit weights move an eighth of the fp32 bytes. Activations stay in
 bfloat16 (this CPU has AVX512-BF16), which keeps quality: on SmolLM2-135M perplexity moves by
-< 1 % (benchmarks/generation.py). torchao 0.18 was measured first: its CPU int8 weight-only path
-ran slower than fp32 (7.9 tok/s: it dequantizes per call) and it offers no CPU int4 layout, so
-these layers call ``aten._weight_int8pack_mm`` / ``aten._weight_int4pack_mm_for_cpu`` directly.
+< 1 % (benchmarks/generation.py). torchao 0.18 was the earlier ``int8-weight``: its CPU path
+dequantizes per call and ran slower than fp32 (8.8 vs 14–16 tok/s in benchmarks/generation.py,
+session 1), and it offers no CPU int4 layout, so these layers call
+``aten._weight_int8pack_mm`` / ``aten._weight_int4pack_mm_for_cpu`` directly.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ __all__ = ["Int4WeightOnlyLinear", "Int8WeightOnlyLinear", "quantize_weight_only
 # int4 rounding error is worst on the output projection (tied to the embeddings: every logit
 # goes through it), so it keeps int8 by default; it is a fifth of SmolLM2's weights.
 KEEP_INT8 = ("lm_head",)
-# A prompt (many rows at once) is compute-bound: there a bf16 GEMM is about twice as fast as the
-# packed kernels (SmolLM2, 300-token prompt: 0.8 s vs 1.8 s on one core), so layers keep a bf16
+# A prompt (many rows at once) is compute-bound: there a bf16 GEMM beats the packed kernels
+# (about 2× in a one-off probe on a 300-token SmolLM2 prompt), so layers keep a bf16
 # copy for calls with at least this many rows. Weights then take 2.5 (int4) or 3 (int8) bytes per
 # parameter: still less than fp32's 4, and decoding reads only the packed ones.
 DENSE_FROM_ROWS = 16

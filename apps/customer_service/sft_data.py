@@ -31,9 +31,7 @@ SOURCE = DATA_DIR / "bitext_customer_support.csv"
 def split_by_intent(rows: list[dict[str, str]], seed: int = 0, test_fraction: float = 0.2) -> tuple[list, list]:
     """Stratified by intent: ``(train, held_out)`` with ``test_fraction`` of each intent's shuffled
     rows held out (the split of benchmarks/customer_service.py and benchmarks/retrieval.py)."""
-    by_intent: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for r in rows:
-        by_intent[r["intent"]].append(r)
+    by_intent = _group_by_intent(rows)
     rng = random.Random(seed)
     train, test = [], []
     for intent in sorted(by_intent):
@@ -43,6 +41,13 @@ def split_by_intent(rows: list[dict[str, str]], seed: int = 0, test_fraction: fl
         test += items[:cut]
         train += items[cut:]
     return train, test
+
+
+def _group_by_intent(rows: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
+    by_intent: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        by_intent[r["intent"]].append(r)
+    return by_intent
 
 
 def response_text(row: dict[str, str]) -> str:
@@ -110,9 +115,7 @@ def build(cfg: Any, per_intent: int = 24, val_per_intent: int = 2, seed: int = 0
     train, _ = split_by_intent(read_bitext_rows(SOURCE), seed)
     retriever = training_corpus(train, embedder)
     profile = CompanyProfile.load(DATA_DIR / "company.yaml")
-    by_intent: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for r in train:
-        by_intent[r["intent"]].append(r)
+    by_intent = _group_by_intent(train)
     rng = random.Random(seed)
     picked_train, picked_val = [], []
     for intent in sorted(by_intent):

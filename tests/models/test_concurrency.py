@@ -128,15 +128,12 @@ def test_waiting_greedy_requests_share_one_decode_and_keep_their_own_answers() -
         jobs.append(queue.generate([ChatMessage("user", "hot")], sampled))  # sampling: never batched
         return await asyncio.gather(*jobs)
 
-    t0 = time.monotonic()
     results = asyncio.run(main())
-    elapsed = time.monotonic() - t0
     assert [r.text for r in results[:6]] == [f"q{i}:a{i % 2}" for i in range(6)]
     assert results[6].text == "odd:None" and results[7].text == "done"
     sizes = sorted(len(d) for d in gen.decodes)
     assert sizes[-1] == 4 and sum(sizes) == 7  # six same-params requests in ≤ 4-row batches + the odd one
     assert queue.batches >= 1 and queue.depth == 0
-    assert elapsed < 0.3 * 7  # fewer decodes than requests
 
 
 def test_a_failing_batch_fails_each_of_its_requests() -> None:
