@@ -7,13 +7,15 @@ numbered sources, delimiters), with sources retrieved from that corpus the way t
 retrieves them, minus the example's own response: at serve time the right answer is never in
 the corpus word for word, so the adapter must learn to write from near matches and cite them.
 The target is the reference response with the company profile filled in, citing the first
-source of the right intent.
+source of the right intent right after its opening sentence: answers are long and are often cut
+by the token limit at serve time, so a citation kept for the end would rarely be seen.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,18 @@ def training_corpus(train: list[dict[str, str]], embedder: Any) -> Any:
     return Corpus.build("bitext-train", docs, embedder).retriever(embedder)
 
 
+_SENTENCE_END = re.compile(r"(?<![\d\s])[.!?](?=\s|$)")  # not "1." of a list
+
+
+def cite_early(answer: str, citation: int, min_chars: int = 40) -> str:
+    """``answer`` with `` [citation]`` before the end mark of its first sentence that ends at or
+    after ``min_chars`` (so not after a bare "I'm on it!"), or at the end when there is none."""
+    for m in _SENTENCE_END.finditer(answer):
+        if m.start() >= min_chars:
+            return f"{answer[: m.start()]} [{citation}]{answer[m.start():]}"
+    return f"{answer} [{citation}]"
+
+
 def make_examples(
     rows: list[dict[str, str]],
     retriever: Any,
@@ -92,7 +106,8 @@ def make_examples(
         slots = extract_slots(message)
         prompt = render_prompt(profile, message, evidence, slots, source_chars=source_chars)
         cite = next((e.citation for e in evidence if e.metadata.get("intent") == row["intent"]), None)
-        answer = profile.fill(own, slots) + (f" [{cite}]" if cite else "")
+        answer = profile.fill(own, slots)
+        answer = cite_early(answer, cite) if cite else answer
         messages = [{"role": m.role, "content": m.content} for m in prompt]
         examples.append({"messages": [*messages, {"role": "assistant", "content": answer}], "intent": row["intent"]})
     return examples

@@ -11,7 +11,7 @@ import pytest
 from apps.customer_service.pipeline import ESCALATE_INTENTS, render_prompt
 from apps.customer_service.profile import CompanyProfile
 from apps.customer_service.setup import DATA_DIR, read_bitext_rows
-from apps.customer_service.sft_data import SOURCE, make_examples, response_text, split_by_intent, training_corpus
+from apps.customer_service.sft_data import SOURCE, cite_early, make_examples, response_text, split_by_intent, training_corpus
 
 
 @pytest.fixture(scope="module")
@@ -58,4 +58,17 @@ def test_examples_are_the_served_prompt_without_their_own_answer(
         own = profile.fill(response_text(row), {})
         assert all(own[:120] not in text for _, text in sources)  # its own answer is never a source
         assert "{{" not in user["content"] and "{{" not in answer["content"]
-        assert re.search(r" \[[123]\]$", answer["content"])  # cites a source of its intent
+        # cites a source of its intent at the end of its first sentence, once
+        (cited,) = re.findall(r" \[([123])\]", answer["content"])
+        assert answer["content"] == cite_early(own, int(cited))
+
+
+def test_cite_early_marks_the_first_full_sentence() -> None:
+    assert cite_early("I'm on it! I see that you want to track your order. Go to Orders.", 2) == (
+        "I'm on it! I see that you want to track your order [2]. Go to Orders."
+    )
+    # list numbers are not sentence ends; an answer without a sentence end is cited at its end
+    assert cite_early("Please follow these steps to get your refund:\n1. Sign in.", 1) == (
+        "Please follow these steps to get your refund:\n1. Sign in [1]."
+    )
+    assert cite_early("Short answer", 3) == "Short answer [3]"
