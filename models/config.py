@@ -37,8 +37,9 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.1, ge=0.0, lt=0.5)
     split_seed: int = 13
     max_train_rows: int | None = Field(None, ge=1)
-    # "module:function", called with the RunConfig to write ``train`` (and ``validation``) when
-    # ``train`` does not exist yet: data that is derived, e.g. prompts with retrieved context
+    # "module:function", called with the RunConfig to write ``train`` (and ``validation``) at the
+    # start of every new run (a resume keeps what it wrote): derived data, e.g. prompts with
+    # retrieved context
     prepare: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 

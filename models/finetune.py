@@ -44,6 +44,32 @@ class _State:
     best: float | None = None
     bad_evals: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    fingerprint: str | None = None  # of the config and data the checkpoint was trained on
+
+
+# how long, where and on how many threads a run goes: a resume may change these (e.g. more epochs)
+_RUN_ONLY = ("output_dir", "install_adapter", "train.epochs", "train.max_steps", "train.max_minutes", "train.num_threads")
+
+
+def run_fingerprint(cfg: RunConfig) -> str:
+    """A hash of the config (less ``_RUN_ONLY``) and the bytes of its data files: a checkpoint
+    is resumed only by a run with the same fingerprint."""
+    import hashlib
+
+    dumped = json.loads(cfg.model_dump_json())
+    for key in _RUN_ONLY:
+        *parents, leaf = key.split(".")
+        node = dumped
+        for name in parents:
+            node = node[name]
+        node.pop(leaf, None)
+    h = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode())
+    for path in (cfg.data.train, cfg.data.validation, cfg.data.test):
+        if path is not None and Path(path).is_file():
+            with Path(path).open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]
 
 
 class FGM:
@@ -253,11 +279,17 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
         dumped["resolved_model"] = str(model_path.resolve())
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(dumped, sort_keys=False))
 
-    if cfg.data.prepare and not Path(cfg.data.train).exists():
+    ckpt_root = run_dir / "checkpoints"
+    latest = _latest_checkpoint(ckpt_root) if resume else None
+    if not resume and main and ckpt_root.exists():
+        shutil.rmtree(ckpt_root)  # --fresh: a later resume must not find the old run's steps
+    # derived data is rebuilt for every new run (its recipe may have changed); a resume keeps it
+    if cfg.data.prepare and (latest is None or not Path(cfg.data.train).exists()):
         if main:
-            log(f"data: {cfg.data.train} is missing; building it with {cfg.data.prepare}")
+            log(f"data: building {cfg.data.train} with {cfg.data.prepare}")
             _prepare_data(cfg)
         accelerator.wait_for_everyone()
+    fingerprint = run_fingerprint(cfg)
     train, val, test = _splits(cfg)
     load_kwargs = qlora_load_kwargs() if cfg.method.kind == "qlora" else {}
     rng = random.Random(t.seed)
@@ -392,12 +424,17 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
         model.train()
         return out
 
-    ckpt_root = run_dir / "checkpoints"
-    state = _State()
-    latest = _latest_checkpoint(ckpt_root) if resume else None
+    state = _State(fingerprint=fingerprint)
     if latest is not None:
+        saved = _State(**json.loads((latest / "trainer.json").read_text()))
+        if saved.fingerprint not in (None, fingerprint):  # None: written before fingerprints existed
+            raise ConfigurationError(
+                f"{run_dir} holds checkpoints of a run with another config or other data; "
+                "run with --fresh to start over there, or set another output_dir"
+            )
         accelerator.load_state(str(latest))
-        state = _State(**json.loads((latest / "trainer.json").read_text()))
+        state = saved
+        state.fingerprint = fingerprint
         if main:
             log(f"resumed from {latest} (epoch {state.epoch}, step {state.global_step})")
 

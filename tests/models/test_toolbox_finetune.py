@@ -168,6 +168,31 @@ def test_resume_continues_from_checkpoint(tmp_path: Path, embedder_path: Path) -
     assert m["steps"] == 12
 
 
+def test_resume_refuses_checkpoints_of_other_data_and_fresh_starts_over(tmp_path: Path, embedder_path: Path) -> None:
+    from kgnlp.errors import ConfigurationError
+    from models.config import build_config
+    from models.finetune import finetune
+
+    tiny_bert(embedder_path, tmp_path / "base")
+    data = toy_csv(tmp_path / "toy.csv", 40)
+    raw = {
+        "task": "classify", "model": str(tmp_path / "base"), "output_dir": str(tmp_path / "run"),
+        "data": {"train": str(data)}, "method": {"kind": "full"},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "max_len": 16},
+    }  # fmt: skip
+    finetune(build_config(raw), log=lambda _: None)
+    toy_csv(data, 48)  # the data changed under the run directory
+    with pytest.raises(ConfigurationError, match="another config or other data.*--fresh"):
+        finetune(build_config(raw), log=lambda _: None)
+    raw["train"] = {**raw["train"], "lr": 5e-4}  # so did the config
+    with pytest.raises(ConfigurationError, match="--fresh"):
+        finetune(build_config(raw), log=lambda _: None)
+    lines: list[str] = []
+    m = finetune(build_config(raw), resume=False, log=lines.append)
+    assert not any("resumed" in x for x in lines) and m["steps"] == 5  # 48 rows less 20 % held out, batch 8
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*")] == ["step-5"]
+
+
 def test_sft_loss_only_on_assistant_tokens(generator_path: Path) -> None:
     from transformers import AutoTokenizer
 
@@ -209,8 +234,9 @@ def test_sft_run_builds_its_data_trains_and_installs_the_adapter(
         "method": {"kind": "lora", "r": 4, "target_modules": ["q_proj", "v_proj"]},
         "train": {"epochs": 3, "batch_size": 4, "lr": 1e-2, "max_len": 64, "metric": "loss"},
     })  # fmt: skip
+    (tmp_path / "chat.jsonl").write_text("stale data from an earlier recipe")
     m = finetune(cfg, log=lambda _: None)
-    assert (tmp_path / "chat.jsonl").is_file()  # built by the hook
+    assert (tmp_path / "chat.jsonl").read_text().startswith('{"messages"')  # (re)built by the hook
     hist = [json.loads(x) for x in (tmp_path / "run" / "epochs.jsonl").read_text().splitlines()]
     assert hist[-1]["loss"] < hist[0]["loss"] and m["method"] == "lora"
     assert json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())["peft_type"] == "LORA"
