@@ -70,7 +70,9 @@ def table(title: str, res: dict, n_docs: int, n_q: int) -> str:
     return "\n".join(lines)
 
 
-def bitext(shared: Path, emb, seed: int, max_queries: int | None) -> tuple[dict, int, int]:  # type: ignore[no-untyped-def]
+def bitext(
+    shared: Path, emb, seed: int, max_queries: int | None, validate: bool = False, hit_vote_weight: float | None = None
+) -> tuple[dict, int, int]:  # type: ignore[no-untyped-def]
     from kg.demo import build_demo
     from kg.ladybug_store import LadybugStore
     from kg.linking import Linker
@@ -80,6 +82,8 @@ def bitext(shared: Path, emb, seed: int, max_queries: int | None) -> tuple[dict,
         fields = list(reader.fieldnames or [])
         rows = list(reader)
     train, test = split_by_intent(rows, seed, 0.2)
+    if validate:  # tune on a validation split of the training rows; the held-out rows stay unseen
+        train, test = split_by_intent(train, 1000 + seed, 0.2)
     if max_queries:
         test = random.Random(seed).sample(test, min(max_queries, len(test)))
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,6 +102,8 @@ def bitext(shared: Path, emb, seed: int, max_queries: int | None) -> tuple[dict,
         try:
             build_demo("retail", store, src)
             graph = graph_context_for("retail", store, Linker.from_store(store), emb)
+            if hit_vote_weight is not None:
+                graph.hit_vote_weight = hit_vote_weight
             r = corpus.retriever(emb, graph=graph)
             intent_of = {d.id: d.metadata["intent"] for d in docs}
             queries = [(q["instruction"], q["intent"]) for q in test]
@@ -131,6 +137,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-queries", type=int, default=None, help="subsample queries (quick runs)")
     ap.add_argument("--skip-banking77", action="store_true")
+    ap.add_argument(
+        "--validate", action="store_true", help="Bitext only, on a validation split of the training rows (for tuning)"
+    )
+    ap.add_argument("--hit-vote-weight", type=float, default=None, help="override GraphContext.hit_vote_weight")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     a = ap.parse_args()
     if not (a.shared / BITEXT).exists():
@@ -144,10 +154,12 @@ def main() -> None:
             "command:",
             ".venv/bin/python benchmarks/retrieval.py"
             + (f" --max-queries {a.max_queries}" if a.max_queries else "")
-            + (f" --seed {a.seed}" if a.seed else ""),
+            + (f" --seed {a.seed}" if a.seed else "")
+            + (" --validate" if a.validate else "")
+            + (f" --hit-vote-weight {a.hit_vote_weight}" if a.hit_vote_weight is not None else ""),
         ]
     )
-    res, nd, nq = bitext(a.shared, emb, a.seed, a.max_queries)
+    res, nd, nq = bitext(a.shared, emb, a.seed, a.max_queries, a.validate, a.hit_vote_weight)
     print(table("Bitext customer support (responses indexed, held-out instructions as queries)", res, nd, nq))
     best = max(res, key=lambda m: (res[m]["R@1"], res[m]["MRR@10"]))
     beats = all(res[best]["R@1"] > res[s]["R@1"] for s in SINGLE if s != best)
@@ -158,7 +170,9 @@ def main() -> None:
         f"{'met' if res[best]['R@1'] >= 0.95 else 'missed'}"
     )
     out = {"bitext": res}
-    if not a.skip_banking77 and (a.shared / "banking77" / "train.csv").exists():
+    if a.validate:
+        summary = "validation: " + summary
+    if not a.skip_banking77 and not a.validate and (a.shared / "banking77" / "train.csv").exists():
         bres, bnd, bnq = banking77(a.shared, emb, a.seed, a.max_queries)
         print(table("BANKING77 (train utterances indexed, held-out utterances as queries)", bres, bnd, bnq))
         bb = max(bres, key=lambda m: (bres[m]["R@1"], bres[m]["MRR@10"]))

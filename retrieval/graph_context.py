@@ -17,6 +17,7 @@ which the retriever maps back to indexed passages.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -127,34 +128,57 @@ class EntityRanker:
 
 
 class ExampleVoter:
-    """Finds the entities behind a query by k-nearest-neighbour voting over their example texts.
+    """Finds the entities behind a query from their example texts (say, the questions an intent
+    answers); every example belongs to one or more entities.
 
-    Every example text (say, a question an intent answers) belongs to one or more
-    entities. For a query, the ``k`` most similar examples (cosine of unit-norm
-    embeddings) each vote for their entities with weight ``exp((cos - cos_best) / temperature)``,
-    so near-ties share the vote and clearly worse neighbours hardly count. An entity's
-    score is its share of the votes.
+    ``method="linear"`` (the default) fits a multinomial logistic regression on the examples
+    (scikit-learn, once, at first use): on the query's embedding, or — for ``vote(...,
+    lexical=True)``, the hybrid modes — on the embedding next to word TF-IDF features. An
+    entity's score is its probability. ``method="knn"``: the ``k`` most similar examples
+    (cosine) vote for their entities with weight ``exp((cos - cos_best) / temperature)``; an
+    entity's score is its share of the votes (also the fallback with a single entity).
+
+    On a validation split carved from the Bitext training rows (never the benchmark queries),
+    intent accuracy of the top entity: k-NN 0.971 / 0.973 (two seeds), linear on embeddings
+    0.986 / 0.992 (C=10), linear on embeddings + TF-IDF 0.991 / 0.995 (C=100); the defaults.
 
     Args:
         examples: ``(entity_id, text)`` pairs; blank texts and repeated pairs are skipped.
         embedder: The embedder (the same one as the dense index is fine).
-        k: Neighbours that vote.
-        temperature: Softness of the vote weights (> 0; smaller trusts the nearest more).
+        method: ``linear`` or ``knn``.
+        k: Neighbours that vote (``knn``).
+        temperature: Softness of the vote weights (``knn``; > 0, smaller trusts the nearest more).
+        c_dense: Inverse L2 strength of the linear model on embeddings.
+        c_hybrid: Inverse L2 strength of the linear model on embeddings + TF-IDF.
 
     Raises:
-        ConfigurationError: ``k < 1`` or ``temperature <= 0``.
+        ConfigurationError: an unknown method, ``k < 1``, ``temperature <= 0`` or a C ``<= 0``.
     """
 
     def __init__(
-        self, examples: Iterable[tuple[str, str]], embedder: Embedder, *, k: int = 5, temperature: float = 0.1
+        self,
+        examples: Iterable[tuple[str, str]],
+        embedder: Embedder,
+        *,
+        method: str = "linear",
+        k: int = 5,
+        temperature: float = 0.1,
+        c_dense: float = 10.0,
+        c_hybrid: float = 100.0,
     ) -> None:
+        if method not in ("linear", "knn"):
+            raise ConfigurationError(f"example voter method must be 'linear' or 'knn', got {method!r}")
         if k < 1:
             raise ConfigurationError(f"example voter k must be >= 1, got {k!r}")
         if temperature <= 0:
             raise ConfigurationError(f"example voter temperature must be > 0, got {temperature!r}")
+        if c_dense <= 0 or c_hybrid <= 0:
+            raise ConfigurationError(f"example voter C must be > 0, got {c_dense!r} / {c_hybrid!r}")
         self.embedder = embedder
+        self.method = method
         self.k = k
         self.temperature = temperature
+        self.c_dense, self.c_hybrid = c_dense, c_hybrid
         owners: dict[str, list[str]] = {}
         for eid, text in examples:
             t = text.strip() if isinstance(text, str) else ""
@@ -163,6 +187,8 @@ class ExampleVoter:
         self._texts = list(owners)
         self._owners = [owners[t] for t in self._texts]
         self._matrix: np.ndarray | None = None
+        self._models: dict[bool, Any] = {}  # lexical? -> (tfidf or None, classifier)
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return len(self._texts)
@@ -178,6 +204,7 @@ class ExampleVoter:
         doc_relations: Sequence[str] = DOC_RELATIONS,
         examples_attr: str = "examples",
         question_attr: str = "question",
+        method: str = "linear",
         k: int = 5,
         temperature: float = 0.1,
     ) -> ExampleVoter | None:
@@ -195,6 +222,7 @@ class ExampleVoter:
             doc_relations: Relation types that attach documents to entities.
             examples_attr: Attribute holding an entity's example texts.
             question_attr: Attribute holding the question a document answers.
+            method: ``linear`` or ``knn`` (see the class).
             k: Neighbours that vote.
             temperature: Softness of the vote weights.
 
@@ -219,25 +247,38 @@ class ExampleVoter:
             for r in store.iter_relations():
                 if r.type in rels and r.tail in targets and r.head in questions:
                     pairs.append((r.tail, questions[r.head]))
-        voter = cls(pairs, embedder, k=k, temperature=temperature)
+        voter = cls(pairs, embedder, method=method, k=k, temperature=temperature)
         return voter if len(voter) else None
 
-    def vote(self, query: str, *, query_vector: np.ndarray | None = None) -> list[tuple[str, float]]:
-        """Entities voted for by the query's nearest example texts.
+    def vote(
+        self, query: str, *, query_vector: np.ndarray | None = None, lexical: bool = False
+    ) -> list[tuple[str, float]]:
+        """Entities behind the query, by their example texts.
 
         Args:
             query: Free text.
             query_vector: The query's unit-norm embedding when the caller has it already.
+            lexical: Also use the query's words (``linear`` only; the hybrid modes).
 
         Returns:
-            ``[(entity_id, vote share), ...]``, best first; the shares sum to 1 (empty without examples).
+            ``[(entity_id, score), ...]``, best first; the scores sum to 1 (empty without examples).
         """
         if not self._texts:
             return []
-        if self._matrix is None:
-            self._matrix = self.embedder.embed(self._texts)
+        matrix = self._embedded()
         q = query_vector if query_vector is not None else self.embedder.embed([query])[0]
-        sims = self._matrix @ q
+        model = self._model(lexical) if self.method == "linear" else None
+        if model is not None:
+            tfidf, clf = model
+            x = q.reshape(1, -1)
+            if tfidf is not None:
+                from scipy.sparse import csr_matrix, hstack
+
+                x = hstack([tfidf.transform([query]), csr_matrix(x)]).tocsr()
+            probs = clf.predict_proba(x)[0]
+            order = np.argsort(-probs, kind="stable")
+            return [(str(clf.classes_[i]), float(probs[i])) for i in order if probs[i] > 0]
+        sims = matrix @ q
         k = min(self.k, len(sims))
         top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
         top = top[np.argsort(-sims[top], kind="stable")]
@@ -249,6 +290,40 @@ class ExampleVoter:
                 score[eid] = score.get(eid, 0.0) + w
         total = sum(score.values()) or 1.0
         return sorted(((eid, s / total) for eid, s in score.items()), key=lambda kv: -kv[1])
+
+    def _embedded(self) -> np.ndarray:
+        if self._matrix is None:
+            with self._lock:
+                if self._matrix is None:
+                    self._matrix = self.embedder.embed(self._texts)
+        return self._matrix
+
+    def _model(self, lexical: bool) -> tuple[Any, Any] | None:
+        """The fitted linear model (fitted once, on first use); ``None`` with a single entity."""
+        if lexical not in self._models:
+            with self._lock:
+                if lexical not in self._models:
+                    self._models[lexical] = self._fit(lexical)
+        return self._models[lexical]
+
+    def _fit(self, lexical: bool) -> tuple[Any, Any] | None:
+        from sklearn.linear_model import LogisticRegression
+
+        rows = [i for i, owners in enumerate(self._owners) for _ in owners]
+        labels = [eid for owners in self._owners for eid in owners]
+        if len(set(labels)) < 2:
+            return None
+        x: Any = self._embedded()[rows]
+        tfidf = None
+        if lexical:
+            from scipy.sparse import csr_matrix, hstack
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            tfidf = TfidfVectorizer(sublinear_tf=True).fit(self._texts)
+            x = hstack([tfidf.transform([self._texts[i] for i in rows]), csr_matrix(x)]).tocsr()
+        c = self.c_hybrid if lexical else self.c_dense
+        clf = LogisticRegression(C=c, max_iter=3000).fit(x, labels)
+        return tfidf, clf
 
 
 @dataclass(slots=True)
@@ -368,7 +443,12 @@ class GraphContext:
         return [Seed(eid, s / total, "votes") for eid, s in ranked]
 
     def voted(
-        self, query: str, *, query_vector: np.ndarray | None = None, hit_docs: Sequence[str] | None = None
+        self,
+        query: str,
+        *,
+        query_vector: np.ndarray | None = None,
+        hit_docs: Sequence[str] | None = None,
+        lexical: bool = False,
     ) -> list[Seed]:
         """Entities chosen by votes: the example voter's and the retrieved documents', mixed.
 
@@ -379,12 +459,17 @@ class GraphContext:
             query: Free text.
             query_vector: The query embedding, if already computed.
             hit_docs: Documents another retriever found (best first), or ``None``.
+            lexical: Let the example voter use the query's words too (hybrid modes).
 
         Returns:
             Seeds (method ``examples``, ``votes`` or ``examples+votes``), best first; empty when
             neither source is available.
         """
-        ex = self.example_voter.vote(query, query_vector=query_vector) if self.example_voter is not None else []
+        ex = (
+            self.example_voter.vote(query, query_vector=query_vector, lexical=lexical)
+            if self.example_voter is not None
+            else []
+        )
         hv = [(s.entity_id, s.score) for s in self.votes(hit_docs)] if hit_docs else []
         if not ex or not hv:
             method = "examples" if ex else "votes"
@@ -429,6 +514,7 @@ class GraphContext:
         query_vector: np.ndarray | None = None,
         max_documents: int = 200,
         hit_docs: Sequence[str] | None = None,
+        lexical: bool = False,
     ) -> GraphHits:
         """Seeds, rendered facts and attached documents for ``query``.
 
@@ -438,12 +524,13 @@ class GraphContext:
             max_documents: Cap on documents returned.
             hit_docs: Documents another retriever found (best first); when given, the
                 entities they are attached to are voted on (see :meth:`voted`).
+            lexical: Let the example voter use the query's words too (hybrid modes).
 
         Returns:
             The graph hits (empty when nothing links).
         """
         seeds = self.seeds(query, query_vector=query_vector)
-        voted = self.voted(query, query_vector=query_vector, hit_docs=hit_docs)[: self.max_seeds]
+        voted = self.voted(query, query_vector=query_vector, hit_docs=hit_docs, lexical=lexical)[: self.max_seeds]
         if voted:
             have = {s.entity_id for s in voted}
             seeds = (voted + [s for s in seeds if s.entity_id not in have])[: self.max_seeds]

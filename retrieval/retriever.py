@@ -129,7 +129,8 @@ class Retriever:
     ) -> tuple[list[tuple[int, float]], GraphHits]:
         if self.graph is None:
             return [], GraphHits()
-        hits = self.graph.collect(query, query_vector=qv, hit_docs=hit_docs)
+        # the hybrid mode's entity vote reads the query's words as well as its embedding
+        hits = self.graph.collect(query, query_vector=qv, hit_docs=hit_docs, lexical=hit_docs is not None)
         cand: list[tuple[int, float]] = []
         for doc_id, gscore in hits.documents:
             for key in self._by_doc.get(doc_id, ()):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from kg.registry import GraphRegistry
 from kg.store import Entity, Relation
 from retrieval.graph_context import GraphContext, render_fact
@@ -92,23 +94,45 @@ def test_example_voter_votes_by_nearest_examples() -> None:
         ("i:login", "cannot login"),
         ("i:ship", ""),  # blank: skipped
     ]
-    voter = ExampleVoter(examples, _ToyEmbedder(), k=3, temperature=0.05)
+    voter = ExampleVoter(examples, _ToyEmbedder(), method="knn", k=3, temperature=0.05)
     assert len(voter) == 4
     got = voter.vote("i want my money")
     assert got[0][0] == "i:refund" and got[0][1] > 0.9
     assert abs(sum(s for _, s in got) - 1.0) < 1e-6
     assert voter.vote("forgot my password")[0][0] == "i:login"
     # a hot temperature spreads the vote over the k neighbours: 2 refund examples vs 1 login example
-    flat = dict(ExampleVoter(examples, _ToyEmbedder(), k=3, temperature=1e6).vote("refund"))
+    flat = dict(ExampleVoter(examples, _ToyEmbedder(), method="knn", k=3, temperature=1e6).vote("refund"))
     assert flat["i:refund"] == pytest.approx(2 / 3, abs=1e-3) and flat["i:login"] == pytest.approx(1 / 3, abs=1e-3)
     # a text shared by two entities votes for both
-    shared = ExampleVoter([("a", "refund"), ("b", "refund")], _ToyEmbedder(), k=1).vote("refund")
+    shared = ExampleVoter([("a", "refund"), ("b", "refund")], _ToyEmbedder(), method="knn", k=1).vote("refund")
     assert sorted(shared) == [("a", 0.5), ("b", 0.5)]
     assert ExampleVoter([], _ToyEmbedder()).vote("anything") == []
     with pytest.raises(ConfigurationError):
         ExampleVoter(examples, _ToyEmbedder(), k=0)
     with pytest.raises(ConfigurationError):
         ExampleVoter(examples, _ToyEmbedder(), temperature=0.0)
+    with pytest.raises(ConfigurationError, match="linear"):
+        ExampleVoter(examples, _ToyEmbedder(), method="svm")
+
+
+def test_linear_example_voter_learns_from_embeddings_and_words() -> None:
+    from retrieval.graph_context import ExampleVoter
+
+    examples = [("i:refund", "refund please"), ("i:refund", "money back"), ("i:refund", "refund my money")]
+    examples += [("i:login", "password reset"), ("i:login", "cannot login"), ("i:login", "login password")]
+    voter = ExampleVoter(examples, _ToyEmbedder())  # linear is the default
+    got = voter.vote("i want my money")
+    assert got[0][0] == "i:refund" and got[0][1] > 0.5 and abs(sum(s for _, s in got) - 1.0) < 1e-6
+    assert voter.vote("forgot my password")[0][0] == "i:login"
+    # words the embedder cannot tell apart (same vector for all): only the lexical model separates them
+    words = [("a", "alpha beta"), ("a", "alpha gamma"), ("b", "delta epsilon"), ("b", "delta zeta")]
+    voter = ExampleVoter(words, _ToyEmbedder())
+    dense = dict(voter.vote("alpha"))
+    assert dense["a"] == pytest.approx(0.5, abs=0.05)
+    lexical = voter.vote("alpha", lexical=True)
+    assert lexical[0][0] == "a" and lexical[0][1] > 0.6 and voter.vote("delta", lexical=True)[0][0] == "b"
+    # one entity: nothing to learn, the k-NN vote answers
+    assert ExampleVoter([("a", "refund"), ("a", "money")], _ToyEmbedder()).vote("refund") == [("a", 1.0)]
 
 
 def test_example_voter_from_store_and_graph_context(tmp_path: Path) -> None:
@@ -133,7 +157,7 @@ def test_example_voter_from_store_and_graph_context(tmp_path: Path) -> None:
                 Relation("d:1", "ABOUT", "c:acct"),
             ],
         )
-        voter = ExampleVoter.from_store(store, _ToyEmbedder(), entity_types=("Intent",), k=2)
+        voter = ExampleVoter.from_store(store, _ToyEmbedder(), entity_types=("Intent",), method="knn", k=2)
         assert voter is not None and len(voter) == 4  # only Intent examples and questions of their documents
         assert ExampleVoter.from_store(store, _ToyEmbedder(), entity_types=("Nothing",)) is None
         ctx = GraphContext(store, None, example_voter=voter, vote_types=("Intent",), hit_vote_weight=0.5)
