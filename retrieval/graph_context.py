@@ -346,8 +346,9 @@ class GraphContext:
             winners lead the seeds (see :meth:`collect`).
         hit_vote_weight: With both an example voter and retrieved documents, the share of the
             entity score that comes from the documents' votes (0-1; the rest from the voter).
-            The defaults here and in :class:`ExampleVoter` (k=5, temperature=0.1) were chosen on a
-            validation split carved from the Bitext training rows, never on benchmark queries.
+            The default (with the k-NN voter of the time) and :class:`ExampleVoter`'s were chosen
+            on a validation split carved from the Bitext training rows, never on benchmark queries
+            (``benchmarks/retrieval.py --validate [--hit-vote-weight W]``).
         hops: Neighbourhood radius for facts (1-3).
         max_facts: Facts kept per query.
         max_seeds: Seeds kept per query.
