@@ -44,6 +44,7 @@ def service(model_home: Path, generator_path: Path, tmp_path_factory: pytest.Tem
         models={"adapter_dir": adapters, "max_waiting": 4},
         auth={"keys_path": state.parent / "keys.sqlite"},  # keys made by tests stay out of the real home
         database_url=f"sqlite:///{state}",
+        customer_service={"max_tokens": 64},  # generated answers: short, so a loaded CPU does not time out
     )
     app = create_app(settings)  # the lifespan loads the real default models
     with LiveServer(app) as live:
