@@ -48,7 +48,9 @@ class _State:
 
 
 # how long, where and on how many threads a run goes: a resume may change these (e.g. more epochs)
-_RUN_ONLY = ("output_dir", "install_adapter", "train.epochs", "train.max_steps", "train.max_minutes", "train.num_threads")
+_RUN_ONLY = (
+    "output_dir", "install_adapter", "train.epochs", "train.max_steps", "train.max_minutes", "train.num_threads"
+)  # fmt: skip
 
 
 def run_fingerprint(cfg: RunConfig) -> str:

@@ -8,7 +8,8 @@ returned instead and the response says so.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -85,6 +86,26 @@ class CSAnswer:
     mode: Literal["generated", "retrieved", "handoff"] = "retrieved"
     fallback: bool = False
     fallback_reason: str | None = None
+    # "model": the generated text cites its sources itself; "attributed": it cited none and the
+    # pipeline appended the source it is most similar to (see ``attribute``)
+    cited_by: Literal["model", "attributed"] | None = None
+
+
+_CITED = re.compile(r"\[(\d+)\]")
+
+
+def attribute(
+    text: str, evidence: Sequence[Any], embed: Callable[[list[str]], Any], min_similarity: float = 0.5
+) -> int | None:
+    """The citation number of the source ``text`` is most similar to (cosine of unit-norm
+    embeddings), or ``None`` when none reaches ``min_similarity`` (then nothing is claimed)."""
+    passages = [e for e in evidence if getattr(e, "kind", "passage") == "passage"]
+    if not text.strip() or not passages:
+        return None
+    vecs = embed([text] + [e.text for e in passages])
+    sims = vecs[1:] @ vecs[0]
+    best = int(sims.argmax())
+    return int(passages[best].citation) if float(sims[best]) >= min_similarity else None
 
 
 class CustomerServicePipeline:
@@ -216,6 +237,19 @@ class CustomerServicePipeline:
             draft.answer = f"{self.profile.fill(best.text, slots)} [{best.citation}]"
         return conv, draft, evidence
 
+    async def _citation_mark(self, text: str, evidence: Sequence[Any], result: CSAnswer) -> str:
+        """``""`` when ``text`` cites a source itself; otherwise `` [n]`` for the source it is
+        most similar to (or ``""`` when none is similar enough). Sets ``result.cited_by``."""
+        if _CITED.search(text):
+            result.cited_by = "model"
+            return ""
+        embedder = getattr(self.retriever, "embedder", None)
+        n = await asyncio.to_thread(attribute, text, evidence, embedder.embed) if embedder is not None else None
+        if n is None:
+            return ""
+        result.cited_by = "attributed"
+        return f" [{n}]"
+
     async def finish(self, conv: Conversation, message: str, result: CSAnswer) -> CSAnswer:
         """Store the exchange (and a hand-off) and return the result."""
         failed = result.mode == "handoff" or not result.citations
@@ -236,6 +270,7 @@ class CustomerServicePipeline:
                 )
                 text = self.profile.fill(gen.text.strip(), result.slots)
                 if text:
+                    text += await self._citation_mark(text, evidence, result)
                     result.answer, result.mode = text, "generated"
             except (TimeoutError, OverloadedError, KgnlpError) as e:
                 result.fallback = True
@@ -271,6 +306,10 @@ class CustomerServicePipeline:
                         text = self.profile.fill(pending, result.slots)
                         pieces.append(text)
                         yield text
+                    mark = await self._citation_mark("".join(pieces).strip(), evidence, result)
+                    if mark:
+                        pieces.append(mark)
+                        yield mark
                     result.answer, result.mode = "".join(pieces).strip(), "generated"
                     await self.finish(conv, message, result)
                     return

@@ -36,6 +36,11 @@ class AnswerResponse(BaseModel):
     mode: Literal["generated", "retrieved", "handoff"]
     fallback: bool = Field(False, description="true when the generator was overloaded or slow")
     fallback_reason: str | None = None
+    cited_by: Literal["model", "attributed"] | None = Field(
+        None,
+        description="generated answers: 'model' when the LLM cited its sources, 'attributed' when the "
+        "pipeline appended the source the answer is most similar to",
+    )
 
 
 class Handoff(BaseModel):

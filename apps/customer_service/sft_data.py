@@ -79,7 +79,7 @@ def cite_early(answer: str, citation: int, min_chars: int = 40) -> str:
     after ``min_chars`` (so not after a bare "I'm on it!"), or at the end when there is none."""
     for m in _SENTENCE_END.finditer(answer):
         if m.start() >= min_chars:
-            return f"{answer[: m.start()]} [{citation}]{answer[m.start():]}"
+            return f"{answer[: m.start()]} [{citation}]{answer[m.start() :]}"
     return f"{answer} [{citation}]"
 
 

@@ -11,7 +11,14 @@ import pytest
 from apps.customer_service.pipeline import ESCALATE_INTENTS, render_prompt
 from apps.customer_service.profile import CompanyProfile
 from apps.customer_service.setup import DATA_DIR, read_bitext_rows
-from apps.customer_service.sft_data import SOURCE, cite_early, make_examples, response_text, split_by_intent, training_corpus
+from apps.customer_service.sft_data import (
+    SOURCE,
+    cite_early,
+    make_examples,
+    response_text,
+    split_by_intent,
+    training_corpus,
+)
 
 
 @pytest.fixture(scope="module")

@@ -182,7 +182,7 @@ def test_resume_refuses_checkpoints_of_other_data_and_fresh_starts_over(tmp_path
     }  # fmt: skip
     finetune(build_config(raw), log=lambda _: None)
     toy_csv(data, 48)  # the data changed under the run directory
-    with pytest.raises(ConfigurationError, match="another config or other data.*--fresh"):
+    with pytest.raises(ConfigurationError, match=r"another config or other data.*--fresh"):
         finetune(build_config(raw), log=lambda _: None)
     raw["train"] = {**raw["train"], "lr": 5e-4}  # so did the config
     with pytest.raises(ConfigurationError, match="--fresh"):
