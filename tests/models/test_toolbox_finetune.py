@@ -148,17 +148,22 @@ def test_finetune_writes_run_dir_and_learns(tmp_path: Path, embedder_path: Path,
     assert n == 80 and rows[0]["label"] in LABELS and abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-4
 
 
+def _tiny_run_config(tmp_path: Path, embedder_path: Path, epochs: int) -> dict[str, Any]:
+    """A raw config: full fine-tuning of a tiny BERT on 40 toy rows, into ``tmp_path/run``."""
+    tiny_bert(embedder_path, tmp_path / "base")
+    data = toy_csv(tmp_path / "toy.csv", 40)
+    return {
+        "task": "classify", "model": str(tmp_path / "base"), "output_dir": str(tmp_path / "run"),
+        "data": {"train": str(data)}, "method": {"kind": "full"},
+        "train": {"epochs": epochs, "batch_size": 8, "lr": 1e-3, "max_len": 16},
+    }  # fmt: skip
+
+
 def test_resume_continues_from_checkpoint(tmp_path: Path, embedder_path: Path) -> None:
     from models.config import build_config
     from models.finetune import finetune
 
-    tiny_bert(embedder_path, tmp_path / "base")
-    data = toy_csv(tmp_path / "toy.csv", 40)
-    raw = {
-        "task": "classify", "model": str(tmp_path / "base"), "output_dir": str(tmp_path / "run"),
-        "data": {"train": str(data)}, "method": {"kind": "full"},
-        "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "max_len": 16},
-    }  # fmt: skip
+    raw = _tiny_run_config(tmp_path, embedder_path, epochs=2)
     finetune(build_config(raw), log=lambda _: None)
     raw["train"] = {**raw["train"], "epochs": 3}
     lines: list[str] = []
@@ -173,15 +178,9 @@ def test_resume_refuses_checkpoints_of_other_data_and_fresh_starts_over(tmp_path
     from models.config import build_config
     from models.finetune import finetune
 
-    tiny_bert(embedder_path, tmp_path / "base")
-    data = toy_csv(tmp_path / "toy.csv", 40)
-    raw = {
-        "task": "classify", "model": str(tmp_path / "base"), "output_dir": str(tmp_path / "run"),
-        "data": {"train": str(data)}, "method": {"kind": "full"},
-        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "max_len": 16},
-    }  # fmt: skip
+    raw = _tiny_run_config(tmp_path, embedder_path, epochs=1)
     finetune(build_config(raw), log=lambda _: None)
-    toy_csv(data, 48)  # the data changed under the run directory
+    toy_csv(Path(raw["data"]["train"]), 48)  # the data changed under the run directory
     with pytest.raises(ConfigurationError, match=r"another config or other data.*--fresh"):
         finetune(build_config(raw), log=lambda _: None)
     raw["train"] = {**raw["train"], "lr": 5e-4}  # so did the config
