@@ -126,6 +126,8 @@ def _load_retrievers(settings: Settings, services: Services) -> None:
             services.retrievers[name] = load_retriever(name, settings.home, services.embedder, services.graphs, config)
         except NotFoundError:
             missing.append(name)
+            continue
+        services.retrievers[name].warm()  # else the first graph-mode request pays for it
     services.components["retrieval"] = Component(
         "retrieval",
         "ready" if services.retrievers else "not_configured",

@@ -291,6 +291,16 @@ class ExampleVoter:
         total = sum(score.values()) or 1.0
         return sorted(((eid, s / total) for eid, s in score.items()), key=lambda kv: -kv[1])
 
+    def prepare(self) -> None:
+        """Embed the examples and fit the linear models now rather than on the first query
+        (a service calls this at start so that its first request is not the slow one)."""
+        if not self._texts:
+            return
+        self._embedded()
+        if self.method == "linear":
+            self._model(False)
+            self._model(True)
+
     def _embedded(self) -> np.ndarray:
         if self._matrix is None:
             with self._lock:

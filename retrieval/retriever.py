@@ -258,6 +258,12 @@ class Retriever:
                     break
         return out
 
+    def warm(self) -> None:
+        """Do the one-off work of the graph modes now (the intent linker's embeddings and fits)."""
+        voter = getattr(self.graph, "example_voter", None)
+        if voter is not None:
+            voter.prepare()
+
     def describe(self) -> dict[str, Any]:
         """A summary for health endpoints and the CLI."""
         return {

@@ -65,6 +65,7 @@ def _apply(services: Any, name: str, **change: Any) -> CorpusUpdate:
         config = RetrieverConfig(fusion=settings.retrieval.fusion, token_budget=settings.retrieval.token_budget)
         old = services.retrievers[name]
         new = load_retriever(name, settings.home, services.embedder, services.graphs, config)
+        new.warm()  # before the swap: requests keep the old, warm one meanwhile
         services.retrievers[name] = new  # one reference swap: requests in flight finish on the old one
         cs = services.customer_service
         if cs is not None and cs.retriever is old:

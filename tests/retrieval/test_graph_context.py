@@ -172,3 +172,14 @@ def test_example_voter_from_store_and_graph_context(tmp_path: Path) -> None:
         assert [s.entity_id for s in ctx.voted("refund")][:1] == ["i:refund"]
     finally:
         store.close()
+
+
+def test_prepare_fits_the_linear_models_before_the_first_vote() -> None:
+    from retrieval.graph_context import ExampleVoter
+
+    voter = ExampleVoter([("a", "refund please"), ("b", "password reset")], _ToyEmbedder())
+    voter.prepare()
+    assert set(voter._models) == {False, True} and voter._matrix is not None
+    fitted = dict(voter._models)
+    assert voter.vote("refund")[0][0] == "a" and voter._models == fitted  # the vote reuses them
+    ExampleVoter([], _ToyEmbedder()).prepare()  # nothing to prepare: no error
