@@ -238,9 +238,10 @@ class CustomerServicePipeline:
         return conv, draft, evidence
 
     async def _citation_mark(self, text: str, evidence: Sequence[Any], result: CSAnswer) -> str:
-        """``""`` when ``text`` cites a source itself; otherwise `` [n]`` for the source it is
+        """``""`` when ``text`` cites one of ``evidence`` itself; otherwise `` [n]`` for the source it is
         most similar to (or ``""`` when none is similar enough). Sets ``result.cited_by``."""
-        if _CITED.search(text):
+        shown = {getattr(e, "citation", None) for e in evidence}
+        if any(int(n) in shown for n in _CITED.findall(text)):  # a "[7]" with no source 7 is no citation
             result.cited_by = "model"
             return ""
         embedder = getattr(self.retriever, "embedder", None)

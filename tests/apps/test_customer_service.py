@@ -189,6 +189,8 @@ def test_generated_answers_without_a_citation_are_attributed_to_their_closest_so
     assert got.citations[1].source_id == "doc-track"
     got = ask("Your refund [1] goes back to your card.")
     assert got.answer == "Your refund [1] goes back to your card." and got.cited_by == "model"
+    got = ask("Track your order in Order History [7].")  # there is no source 7: not a citation
+    assert got.answer == "Track your order in Order History [7]. [2]" and got.cited_by == "attributed"
     got = ask("Hello there!")  # like no source: nothing is claimed
     assert got.answer == "Hello there!" and got.cited_by is None
 
