@@ -125,12 +125,11 @@ class Retriever:
         return [(int(k), float(s)) for k, s in zip(keys, scores, strict=True)]
 
     def _graph(
-        self, query: str, qv: np.ndarray, n: int, hit_docs: list[str] | None = None
+        self, query: str, qv: np.ndarray, n: int, hit_docs: list[str] | None = None, lexical: bool = False
     ) -> tuple[list[tuple[int, float]], GraphHits]:
         if self.graph is None:
             return [], GraphHits()
-        # the hybrid mode's entity vote reads the query's words as well as its embedding
-        hits = self.graph.collect(query, query_vector=qv, hit_docs=hit_docs, lexical=hit_docs is not None)
+        hits = self.graph.collect(query, query_vector=qv, hit_docs=hit_docs, lexical=lexical)
         cand: list[tuple[int, float]] = []
         for doc_id, gscore in hits.documents:
             for key in self._by_doc.get(doc_id, ()):
@@ -177,7 +176,8 @@ class Retriever:
                 dict.fromkeys(self.passages[k].doc_id for k, _ in first[: self.config.vote_depth] if k in self.passages)
             )
         if mode in ("graph", "hybrid+graph"):
-            runs["graph"], hits = self._graph(query, qv, n, hit_docs)
+            # the hybrid mode's entity vote reads the query's words as well as its embedding
+            runs["graph"], hits = self._graph(query, qv, n, hit_docs, lexical=mode == "hybrid+graph")
         return self._fuse(runs), hits
 
     def _fuse(self, runs: dict[str, list[tuple[int, float]]]) -> list[tuple[int, float]]:
