@@ -70,9 +70,9 @@ def table(title: str, res: dict, n_docs: int, n_q: int) -> str:
     return "\n".join(lines)
 
 
-def bitext(
-    shared: Path, emb, seed: int, max_queries: int | None, validate: bool = False, hit_vote_weight: float | None = None
-) -> tuple[dict, int, int]:  # type: ignore[no-untyped-def]
+def bitext(  # type: ignore[no-untyped-def]
+    shared: Path, emb, seed: int, max_queries: int | None, validate: bool = False, voter: dict | None = None
+) -> tuple[dict, int, int]:
     from kg.demo import build_demo
     from kg.ladybug_store import LadybugStore
     from kg.linking import Linker
@@ -102,8 +102,11 @@ def bitext(
         try:
             build_demo("retail", store, src)
             graph = graph_context_for("retail", store, Linker.from_store(store), emb)
-            if hit_vote_weight is not None:
-                graph.hit_vote_weight = hit_vote_weight
+            for key, value in (voter or {}).items():  # tuning overrides (--validate runs)
+                if key == "hit_vote_weight":
+                    graph.hit_vote_weight = value
+                elif graph.example_voter is not None:
+                    setattr(graph.example_voter, key, value)
             r = corpus.retriever(emb, graph=graph)
             intent_of = {d.id: d.metadata["intent"] for d in docs}
             queries = [(q["instruction"], q["intent"]) for q in test]
@@ -141,6 +144,9 @@ def main() -> None:
         "--validate", action="store_true", help="Bitext only, on a validation split of the training rows (for tuning)"
     )
     ap.add_argument("--hit-vote-weight", type=float, default=None, help="override GraphContext.hit_vote_weight")
+    ap.add_argument("--voter", choices=("linear", "knn"), default=None, help="override the example voter's method")
+    ap.add_argument("--c-dense", type=float, default=None, help="override the linear voter's C (embeddings)")
+    ap.add_argument("--c-hybrid", type=float, default=None, help="override the linear voter's C (+ TF-IDF)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     a = ap.parse_args()
     if not (a.shared / BITEXT).exists():
@@ -149,6 +155,9 @@ def main() -> None:
     from models.provision import ModelCache
 
     emb = as_embedder(ModelCache(a.home).resolve("all-minilm-l6-v2"), a.home)
+    # graph/voter settings to override (flag -> attribute), for tuning on --validate
+    flags = {"hit_vote_weight": "hit_vote_weight", "voter": "method", "c_dense": "c_dense", "c_hybrid": "c_hybrid"}
+    given = {flag: getattr(a, flag) for flag in flags if getattr(a, flag) is not None}
     cmd = "  ".join(
         [
             "command:",
@@ -156,10 +165,10 @@ def main() -> None:
             + (f" --max-queries {a.max_queries}" if a.max_queries else "")
             + (f" --seed {a.seed}" if a.seed else "")
             + (" --validate" if a.validate else "")
-            + (f" --hit-vote-weight {a.hit_vote_weight}" if a.hit_vote_weight is not None else ""),
+            + "".join(f" --{flag.replace('_', '-')} {value}" for flag, value in given.items()),
         ]
     )
-    res, nd, nq = bitext(a.shared, emb, a.seed, a.max_queries, a.validate, a.hit_vote_weight)
+    res, nd, nq = bitext(a.shared, emb, a.seed, a.max_queries, a.validate, {flags[f]: v for f, v in given.items()})
     print(table("Bitext customer support (responses indexed, held-out instructions as queries)", res, nd, nq))
     best = max(res, key=lambda m: (res[m]["R@1"], res[m]["MRR@10"]))
     beats = all(res[best]["R@1"] > res[s]["R@1"] for s in SINGLE if s != best)
