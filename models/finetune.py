@@ -275,12 +275,6 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
     _seed_all(t.seed)
     run_dir = Path(cfg.output_dir)
     model_path = cfg.model_path()
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dumped = json.loads(cfg.model_dump_json())
-        dumped["resolved_model"] = str(model_path.resolve())
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(dumped, sort_keys=False))
-
     ckpt_root = run_dir / "checkpoints"
     latest = _latest_checkpoint(ckpt_root) if resume else None
     if not resume and main and ckpt_root.exists():
@@ -292,6 +286,18 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
             _prepare_data(cfg)
         accelerator.wait_for_everyone()
     fingerprint = run_fingerprint(cfg)
+    saved = _State(**json.loads((latest / "trainer.json").read_text())) if latest is not None else None
+    if saved is not None and saved.fingerprint not in (None, fingerprint):  # None: before fingerprints
+        # checked before anything is written: the run directory keeps describing its checkpoints
+        raise ConfigurationError(
+            f"{run_dir} holds checkpoints of a run with another config or other data; "
+            "run with --fresh to start over there, or set another output_dir"
+        )
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dumped = json.loads(cfg.model_dump_json())
+        dumped["resolved_model"] = str(model_path.resolve())
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(dumped, sort_keys=False))
     train, val, test = _splits(cfg)
     load_kwargs = qlora_load_kwargs() if cfg.method.kind == "qlora" else {}
     rng = random.Random(t.seed)
@@ -427,13 +433,7 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
         return out
 
     state = _State(fingerprint=fingerprint)
-    if latest is not None:
-        saved = _State(**json.loads((latest / "trainer.json").read_text()))
-        if saved.fingerprint not in (None, fingerprint):  # None: written before fingerprints existed
-            raise ConfigurationError(
-                f"{run_dir} holds checkpoints of a run with another config or other data; "
-                "run with --fresh to start over there, or set another output_dir"
-            )
+    if latest is not None and saved is not None:
         accelerator.load_state(str(latest))
         state = saved
         state.fingerprint = fingerprint

@@ -186,6 +186,7 @@ def test_resume_refuses_checkpoints_of_other_data_and_fresh_starts_over(tmp_path
     raw["train"] = {**raw["train"], "lr": 5e-4}  # so did the config
     with pytest.raises(ConfigurationError, match="--fresh"):
         finetune(build_config(raw), log=lambda _: None)
+    assert "lr: 0.001" in (tmp_path / "run" / "config.yaml").read_text()  # still the checkpoints' config
     lines: list[str] = []
     m = finetune(build_config(raw), resume=False, log=lines.append)
     assert not any("resumed" in x for x in lines) and m["steps"] == 5  # 48 rows less 20 % held out, batch 8
