@@ -61,7 +61,9 @@ def test_mixed_adapter_batch_equals_per_request(gen: LocalGenerator) -> None:
 
 
 def test_stream_with_adapter_equals_generate(gen: LocalGenerator) -> None:
-    assert "".join(gen.stream(Q, P, adapter="beta")) == gen.generate(Q, P, adapter="beta").text
+    streamed = "".join(gen.stream(Q, P, adapter="beta"))
+    assert streamed == gen.generate(Q, P, adapter="beta").text
+    assert streamed == gen.generate_batch([Q], P, ["beta"])[0].text  # transformers' own generate
 
 
 def test_lru_cap_unloads_least_recently_used(gen: LocalGenerator, generator_path: Path, tmp_path: Path) -> None:

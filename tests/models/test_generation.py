@@ -43,6 +43,25 @@ def test_seeded_sampling_is_reproducible(local_generator: LocalGenerator) -> Non
     assert local_generator.generate(QUESTION, params).text == local_generator.generate(QUESTION, params).text
 
 
+def test_decode_loop_matches_transformers_generate(local_generator: LocalGenerator) -> None:
+    # generate()/stream() run our own decode loop; generate_batch() is transformers' generate
+    for params in (GenerationParams(max_tokens=24), GenerationParams(max_tokens=16, stop=(" is ",))):
+        ours = local_generator.generate(QUESTION, params)
+        reference = local_generator.generate_batch([QUESTION], params)[0]
+        assert ours == reference
+
+
+def test_seeded_sampling_is_the_same_streamed_and_differs_by_seed(local_generator: LocalGenerator) -> None:
+    params = GenerationParams(max_tokens=16, temperature=1.0, top_p=0.95, seed=3)
+    sampled = local_generator.generate(QUESTION, params).text
+    assert "".join(local_generator.stream(QUESTION, params)) == sampled
+    others = {
+        local_generator.generate(QUESTION, GenerationParams(max_tokens=16, temperature=1.0, seed=s)).text
+        for s in range(4)
+    }
+    assert len(others) > 1  # sampling really samples
+
+
 def test_int8_dynamic_model_loads_and_generates(generator_path: Path) -> None:
     gen = LocalGenerator.from_path(generator_path, name="q", quantization="int8-dynamic")
     assert gen.generate(QUESTION, GenerationParams(max_tokens=8)).completion_tokens > 0
