@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from kgnlp.errors import ConfigurationError
 
-__all__ = ["DataConfig", "DistillConfig", "MethodConfig", "RunConfig", "TrainConfig", "load_config"]
+__all__ = ["DataConfig", "DistillConfig", "MethodConfig", "PretrainConfig", "RunConfig", "TrainConfig", "load_config"]
 
 
 class _Strict(BaseModel):
@@ -66,6 +66,28 @@ class DistillConfig(_Strict):
     alpha: float = Field(0.5, ge=0.0, le=1.0)  # weight of the KL term; 1 - alpha on hard-label CE
 
 
+class PretrainConfig(_Strict):
+    """Domain-adaptive pre-training before fine-tuning (self-supervised; labels unused).
+
+    The backbone first learns from the run's own training texts (never its validation/test
+    part) plus any unlabelled ``texts`` file, with masked-LM for encoders or causal-LM for
+    decoders; fine-tuning then starts from that model, kept in the run directory as ``pretrained/``.
+    """
+
+    objective: Literal["auto", "mlm", "clm"] = "auto"  # auto: mlm when the tokenizer has a mask token
+    texts: Path | None = None  # extra unlabelled text: .txt (a text per line), .csv or .jsonl
+    text_field: str = "text"
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(32, ge=1)
+    max_len: int = Field(64, ge=8)
+    # steps that train only weights the checkpoint lacks (e.g. the MLM head a sentence-transformers
+    # checkpoint does not ship) before the whole model: a random head's gradients would otherwise
+    # scramble the pretrained encoder first
+    head_warmup_steps: int = Field(50, ge=0)
+
+
 class TrainConfig(_Strict):
     """Optimisation and training practice."""
 
@@ -107,6 +129,7 @@ class RunConfig(_Strict):
     method: MethodConfig = MethodConfig()
     train: TrainConfig = TrainConfig()
     distill: DistillConfig | None = None
+    pretrain: PretrainConfig | None = None
     labels: list[str] | None = None  # fixed label order (default: sorted labels of the training data)
     # copy the trained adapter to KGNLP_HOME/adapters/NAME, where the service loads adapters from
     install_adapter: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -119,6 +142,11 @@ class RunConfig(_Strict):
             raise ValueError(f"train.class_weights: {self.train.class_weights!r} only applies to task 'classify'")
         if self.install_adapter and self.method.kind == "full":
             raise ValueError("install_adapter: a full fine-tune writes a model, not an adapter")
+        if self.install_adapter and self.pretrain is not None:
+            raise ValueError(
+                "install_adapter: an adapter trained on a domain-adapted backbone (pretrain) does not fit "
+                "the served base model; drop one of the two"
+            )
         if self.method.kind == "prompt" and self.train.fgm_epsilon > 0:
             raise ValueError("train.fgm_epsilon: adversarial training needs word embeddings, not prompt tuning")
         return self

@@ -21,6 +21,7 @@ __all__ = [
     "iter_records",
     "load_chat",
     "load_labelled",
+    "read_texts",
     "stratified_split",
     "tokenize_chat",
 ]
@@ -65,6 +66,28 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
                 yield row
     else:
         raise ValidationError(f"{path}: unsupported file type {suffix!r} (use .csv or .jsonl)")
+
+
+def read_texts(path: Path, text_field: str = "text") -> list[str]:
+    """Unlabelled texts: a ``.txt`` file (one text per line) or a ``.csv``/``.jsonl`` column.
+
+    Raises:
+        ValidationError: a missing column, or no text at all.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".txt":
+        with open(path, encoding="utf-8") as f:
+            texts = [line.strip() for line in f if line.strip()]
+    else:
+        texts = []
+        for n, row in enumerate(iter_records(path), 1):
+            if text_field not in row:
+                raise ValidationError(f"{path}: row {n} has no {text_field!r} field")
+            if str(row[text_field]).strip():
+                texts.append(str(row[text_field]).strip())
+    if not texts:
+        raise ValidationError(f"{path}: no texts")
+    return texts
 
 
 def load_labelled(path: Path, text_field: str = "text", label_field: str = "label") -> LabelledSet:

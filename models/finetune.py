@@ -30,6 +30,7 @@ from typing import Any
 from kgnlp.errors import ConfigurationError
 from kgnlp.files import atomic_dir, atomic_write_json, atomic_write_text
 from models.config import RunConfig
+from models.data import read_texts
 
 __all__ = ["FGM", "finetune"]
 
@@ -66,7 +67,8 @@ def run_fingerprint(cfg: RunConfig) -> str:
             node = node[name]
         node.pop(leaf, None)
     h = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode())
-    for path in (cfg.data.train, cfg.data.validation, cfg.data.test):
+    extra = cfg.pretrain.texts if cfg.pretrain is not None else None
+    for path in (cfg.data.train, cfg.data.validation, cfg.data.test, extra):
         if path is not None and Path(path).is_file():
             with Path(path).open("rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
@@ -201,6 +203,43 @@ def _splits(cfg: RunConfig) -> tuple[Any, Any, Any]:
     return train, val, test
 
 
+def _domain_pretrain(
+    cfg: RunConfig, model_path: Path, train: Any, fingerprint: str, log: Callable[[str], None]
+) -> None:
+    """Self-supervised pre-training on the training split's texts (+ ``pretrain.texts``) into
+    ``RUN_DIR/pretrained``; kept (and reused by a resume) while the run's fingerprint matches."""
+    from transformers import AutoTokenizer
+
+    from models.pretrain import continue_pretraining
+
+    p = cfg.pretrain
+    assert p is not None
+    run_dir = Path(cfg.output_dir)
+    record = run_dir / "pretrain.json"
+    done = (run_dir / "pretrained" / "config.json").is_file() and record.is_file()
+    if done and json.loads(record.read_text()).get("fingerprint") == fingerprint:
+        log("pretrain: reusing RUN_DIR/pretrained")
+        return
+    if cfg.task == "classify":
+        texts = list(train.texts)
+    else:  # chat examples: every message's text
+        texts = [m["content"] for conversation in train for m in conversation if m.get("content")]
+    if p.texts is not None:
+        texts += read_texts(p.texts, p.text_field)
+    objective = p.objective
+    if objective == "auto":
+        objective = "mlm" if AutoTokenizer.from_pretrained(str(model_path)).mask_token_id is not None else "clm"
+    log(f"pretrain: {objective} on {len(texts)} unlabelled texts")
+    started = time.monotonic()
+    stats = continue_pretraining(
+        model_path, texts, run_dir / "pretrained", objective, p.epochs, p.lr, p.batch_size, p.max_len,
+        max_steps=p.max_steps, seed=cfg.train.seed, head_warmup_steps=p.head_warmup_steps, log=log,
+    )  # fmt: skip
+    summary = {**stats, "objective": objective, "texts": len(texts), "seconds": round(time.monotonic() - started, 1)}
+    atomic_write_json(record, {**summary, "fingerprint": fingerprint})
+    log(f"pretrain: {json.dumps(summary)}")
+
+
 def _optimizer(model: Any, cfg: RunConfig) -> Any:
     import torch
 
@@ -296,9 +335,16 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         dumped = json.loads(cfg.model_dump_json())
-        dumped["resolved_model"] = str(model_path.resolve())
+        # the backbone this run fine-tunes (its LoRA adapters apply to it): the domain-adapted one if any
+        backbone = run_dir / "pretrained" if cfg.pretrain is not None else model_path
+        dumped["resolved_model"] = str(backbone.resolve())
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(dumped, sort_keys=False))
     train, val, test = _splits(cfg)
+    if cfg.pretrain is not None:
+        if main:
+            _domain_pretrain(cfg, model_path, train, fingerprint, log)
+        accelerator.wait_for_everyone()
+        model_path = run_dir / "pretrained"
     load_kwargs = qlora_load_kwargs() if cfg.method.kind == "qlora" else {}
     rng = random.Random(t.seed)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Generator as Generator_
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from kgnlp.errors import ValidationError
+from kgnlp.errors import KgnlpError, ValidationError
 from models.adapters import BASE, AdapterSet
 from models.loading import LOAD_TIME, Quantization
 
@@ -88,6 +89,7 @@ class LocalGenerator:
         self.quantization = quantization
         self.adapters = adapters or AdapterSet(model)
         self._lock = threading.Lock()  # one decode at a time: the model is shared and not re-entrant
+        self._owner: int | None = None  # the thread holding _lock (a stream may be suspended in it)
 
     @classmethod
     def from_path(
@@ -238,7 +240,7 @@ class LocalGenerator:
         inputs = self._batch(conversations)
         width = int(inputs["input_ids"].shape[1])
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        with self._lock:
+        with self._exclusive():
             kwargs = self._kwargs(params, adapters)  # may load adapters: keep it outside inference mode
             with torch.inference_mode():
                 if params.seed is not None:
@@ -271,7 +273,7 @@ class LocalGenerator:
         eos = self._eos_ids()
         tokens: list[int] = []
         text, emitted, stopped = "", 0, False
-        with self._lock:
+        with self._exclusive():
             step = self._step_fn(prompt, params, adapter)  # may load an adapter
             while len(tokens) < params.max_tokens:
                 token = step(tokens[-1] if tokens else None)
@@ -293,6 +295,18 @@ class LocalGenerator:
         hit_eos = bool(tokens) and tokens[-1] in eos
         finish: Literal["stop", "length"] = "stop" if stopped or hit_eos else "length"
         return GenerationResult(final, finish, len(prompt), len(tokens))
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the model; in the thread that holds it already (an open stream), fail instead of deadlocking."""
+        if self._owner == threading.get_ident():
+            raise KgnlpError("this thread has an unfinished stream from this generator: consume or close() it first")
+        with self._lock:
+            self._owner = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._owner = None
 
     def _eos_ids(self) -> set[int]:
         configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)

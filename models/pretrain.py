@@ -5,8 +5,9 @@ The result is a model folder that a fine-tuning config can name as its ``model``
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,15 @@ def continue_pretraining(
     texts: Sequence[str],
     out_dir: Path,
     objective: str = "mlm",
-    epochs: int = 1,
+    epochs: float = 1,
     lr: float = 5e-5,
     batch_size: int = 32,
     max_len: int = 64,
     max_steps: int | None = None,
     seed: int = 0,
+    *,
+    head_warmup_steps: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Adapt a model to unlabelled domain text and save it.
 
@@ -57,37 +61,57 @@ def continue_pretraining(
         texts: unlabelled in-domain texts (e.g. every finance sentence, labels unused).
         out_dir: where the adapted model + tokenizer are written (atomically).
         objective: ``"mlm"`` or ``"clm"``.
-        epochs: passes over ``texts``.
+        epochs: passes over ``texts`` (a fraction is allowed).
         lr: AdamW learning rate.
         batch_size: texts per step.
         max_len: truncation length.
         max_steps: optional cap on steps.
         seed: shuffling/masking seed.
+        head_warmup_steps: first train only the weights the checkpoint did not have (e.g. the MLM
+            head of a sentence-transformers encoder) for this many steps, then everything.
+        log: where a progress line goes every 50 steps.
 
     Returns:
-        ``{"first_loss", "last_loss", "steps"}`` (mean over the first/last 10 steps).
+        ``{"first_loss", "last_loss", "steps", "new_weights"}`` (losses: mean over the first/last
+        10 steps; ``new_weights``: parameters the checkpoint lacked).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     if objective not in ("mlm", "clm"):
         raise ConfigurationError(f"objective: expected 'mlm' or 'clm', got {objective!r}")
+    if not texts:
+        raise ConfigurationError("continued pre-training needs at least one text")
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if objective == "mlm" and tokenizer.mask_token_id is None:
         raise ConfigurationError(f"objective: 'mlm' needs a tokenizer with a mask token ({model_path} has none)")
     cls = AutoModelForMaskedLM if objective == "mlm" else AutoModelForCausalLM
-    model = cls.from_pretrained(str(model_path))
+    model, info = cls.from_pretrained(str(model_path), output_loading_info=True)  # type: ignore[misc]
+    missing = set(info.get("missing_keys", ()))
+    new_params = [p for n, p in model.named_parameters() if n in missing]
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
+    per_epoch = math.ceil(len(texts) / batch_size)
+    total = math.ceil(epochs * per_epoch)
+    total = min(total, max_steps) if max_steps else total
+    warm = head_warmup_steps if new_params else 0
+    if warm:  # only the new weights move first
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in new_params:
+            p.requires_grad_(True)
     losses: list[float] = []
-    for _ in range(epochs):
+    while len(losses) < total:
         order = list(texts)
         rng.shuffle(order)
         for s in range(0, len(order), batch_size):
+            if len(losses) == warm and warm:
+                for p in model.parameters():
+                    p.requires_grad_(True)
             enc = tokenizer(
                 order[s : s + batch_size], truncation=True, max_length=max_len, padding=True, return_tensors="pt"
             )
@@ -100,13 +124,18 @@ def continue_pretraining(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            losses.append(float(loss))
-            if max_steps and len(losses) >= max_steps:
+            losses.append(float(loss.detach()))
+            if log is not None and len(losses) % 50 == 0:
+                log(f"pretrain {objective}: step {len(losses)}/{total} loss {sum(losses[-50:]) / 50:.3f}")
+            if len(losses) >= total:
                 break
-        if max_steps and len(losses) >= max_steps:
-            break
     with atomic_dir(Path(out_dir)) as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
     k = min(10, len(losses))
-    return {"first_loss": sum(losses[:k]) / k, "last_loss": sum(losses[-k:]) / k, "steps": float(len(losses))}
+    return {
+        "first_loss": sum(losses[:k]) / k,
+        "last_loss": sum(losses[-k:]) / k,
+        "steps": float(len(losses)),
+        "new_weights": float(sum(p.numel() for p in new_params)),
+    }

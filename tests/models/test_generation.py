@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from kgnlp.errors import KgnlpError
 from models.generation import ChatMessage, GenerationParams, LocalGenerator
 
 QUESTION = [ChatMessage("user", "What is the capital of France?")]
@@ -36,6 +39,17 @@ def test_closing_a_stream_early_releases_the_model(local_generator: LocalGenerat
     next(stream)
     stream.close()
     assert "Paris" in local_generator.generate(QUESTION, GenerationParams(max_tokens=16)).text
+
+
+def test_a_second_call_during_an_open_stream_in_the_same_thread_fails_instead_of_hanging(
+    local_generator: LocalGenerator,
+) -> None:
+    stream = local_generator.stream(QUESTION, GenerationParams(max_tokens=50))
+    next(stream)
+    with pytest.raises(KgnlpError, match="unfinished stream"):
+        local_generator.generate(QUESTION, GenerationParams(max_tokens=4))
+    stream.close()
+    assert local_generator.generate(QUESTION, GenerationParams(max_tokens=4)).completion_tokens > 0
 
 
 def test_seeded_sampling_is_reproducible(local_generator: LocalGenerator) -> None:

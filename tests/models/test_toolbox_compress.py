@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.models.test_toolbox_finetune import tiny_bert, tiny_llama
@@ -123,3 +124,29 @@ def test_mlm_pretraining_lowers_loss_and_saves(tmp_path: Path, embedder_path: Pa
     out = continue_pretraining(tmp_path / "enc", texts, tmp_path / "dapt", epochs=12, lr=3e-3, batch_size=8)
     assert out["last_loss"] < out["first_loss"]
     AutoModelForMaskedLM.from_pretrained(str(tmp_path / "dapt"))
+
+
+def _bert_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.bert.state_dict().items()}
+
+
+@pytest.mark.parametrize("warmup", [100, 2])
+def test_mlm_head_warmup_keeps_the_encoder_until_the_new_head_has_trained(
+    tmp_path: Path, embedder_path: Path, warmup: int
+) -> None:
+    from transformers import AutoModelForMaskedLM
+
+    from models.pretrain import continue_pretraining
+
+    tiny_bert(embedder_path, tmp_path / "base")  # a classifier checkpoint: no MLM head, like sentence-transformers
+    texts = ["my card payment was declined", "the refund has not arrived", "how do i top up by transfer"] * 8
+    out = continue_pretraining(
+        tmp_path / "base", texts, tmp_path / "dapt", epochs=4, lr=1e-2, batch_size=8, head_warmup_steps=warmup
+    )
+    assert out["steps"] == 12 and out["new_weights"] > 0
+    before = _bert_params(AutoModelForMaskedLM.from_pretrained(str(tmp_path / "base")))
+    adapted, info = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "dapt"), output_loading_info=True)
+    assert not info["missing_keys"]  # the trained head was saved
+    after = _bert_params(adapted)
+    same = all(torch.equal(before[k], after[k]) for k in before if not k.startswith("pooler"))
+    assert same is (warmup >= 12)  # within the warm-up only the head moves; after it the encoder does too

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,17 @@ def test_config_errors_name_field_and_value(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"train\.lr.*got 5"):
         build_config(
             {"task": "classify", "model": "m", "output_dir": "o", "data": {"train": "x.csv"}, "train": {"lr": 5}}
+        )
+    with pytest.raises(ConfigurationError, match=r"install_adapter.*pretrain"):
+        build_config(
+            {
+                "task": "sft",
+                "model": "m",
+                "output_dir": "o",
+                "data": {"train": "x"},
+                "install_adapter": "cs",
+                "pretrain": {},
+            }
         )
     with pytest.raises(ConfigurationError, match=r"method\.kind.*'lorra'"):
         build_config(
@@ -284,3 +296,29 @@ def test_masked_lm_loss_equals_the_models_own_loss(generator_path: Path) -> None
     assert torch.allclose(ours, model(**batch).loss, atol=1e-5)
     ours.backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_domain_pretraining_then_lora_starts_from_the_adapted_backbone(tmp_path: Path, embedder_path: Path) -> None:
+    import yaml
+
+    from models.classify import load_classifier
+    from models.config import build_config
+    from models.finetune import finetune
+
+    raw = _tiny_run_config(tmp_path, embedder_path, epochs=1)
+    extra = tmp_path / "unlabelled.txt"
+    extra.write_text("the refund took a week\n\nmy card was declined\n")
+    raw["method"] = {"kind": "lora", "r": 4}
+    raw["pretrain"] = {"texts": str(extra), "epochs": 2, "batch_size": 8, "max_len": 16, "head_warmup_steps": 1}
+    lines: list[str] = []
+    metrics = finetune(build_config(raw), log=lines.append)
+    run = tmp_path / "run"
+    record = json.loads((run / "pretrain.json").read_text())
+    assert record["objective"] == "mlm" and record["texts"] == metrics["train_examples"] + 2  # train split only
+    assert record["steps"] == 2 * math.ceil(record["texts"] / 8)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["resolved_model"] == str((run / "pretrained").resolve())  # LoRA applies to the adapted model
+    assert load_classifier(run).predict_proba(["the service was great today"]).shape == (1, 2)
+    raw["train"] = {**raw["train"], "epochs": 2}  # a resume keeps the adapted backbone
+    finetune(build_config(raw), log=lines.append)
+    assert any("reusing" in x for x in lines) and json.loads((run / "pretrain.json").read_text()) == record
