@@ -170,6 +170,8 @@ def load_classifier(run_dir: Path, batch_size: int = 64) -> HFClassifier:
         base, _ = build_sequence_classifier(base_path, labels)
         tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "adapter"))
         model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
+        if not model.active_peft_config.is_prompt_learning:  # LoRA/AdaLoRA/IA3: fold into the weights,
+            model = model.merge_and_unload()  # same outputs (tested), no adapter overhead per call
     else:
         raise NotFoundError(f"{run_dir} has no model/, adapter/ or model_int8/")
     if tokenizer.pad_token_id is None:

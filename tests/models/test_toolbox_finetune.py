@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -155,6 +156,18 @@ def test_finetune_writes_run_dir_and_learns(tmp_path: Path, embedder_path: Path,
     if kind == "lora":
         assert metrics["trainable_params"] < metrics["total_params"] / 10
     clf = load_classifier(run)
+    if kind != "full":  # loaded merged: no adapter modules left, the adapter's outputs kept
+        from peft import PeftModel
+
+        from models.classify import build_sequence_classifier
+
+        assert not any("lora_" in n or "ia3_" in n for n, _ in clf.model.named_parameters())
+        base, tok = build_sequence_classifier(tmp_path / "base", json.loads((run / "labels.json").read_text()))
+        unmerged = PeftModel.from_pretrained(base, str(run / "adapter")).eval()
+        texts = ["the service was great today", "the service was awful"]
+        with torch.no_grad():
+            expected = unmerged(**tok(texts, return_tensors="pt", padding=True)).logits.numpy()
+        np.testing.assert_allclose(clf.logits(texts), expected, atol=1e-4)
     n = predict_file(clf, data, tmp_path / "pred.jsonl")
     rows = [json.loads(x) for x in (tmp_path / "pred.jsonl").read_text().splitlines()]
     assert n == 80 and rows[0]["label"] in LABELS and abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-4
