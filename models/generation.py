@@ -343,7 +343,8 @@ class LocalGenerator:
                     feed = history
                 else:
                     feed = torch.tensor([[previous]], device=device)
-                    history = torch.cat([history, feed], dim=1)
+                    if warpers:
+                        history = torch.cat([history, feed], dim=1)
                 out = model(input_ids=feed, past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
                 logits = out.logits[:, -1, :].float()
                 if not warpers:
