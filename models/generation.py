@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Generator as Generator_
@@ -326,6 +327,9 @@ class LocalGenerator:
         extra: dict[str, Any] = {"adapter_names": [adapter or BASE]} if self.adapters.wrapped else {}
         device = model.device
         cache = DynamicCache(config=model.config)
+        # transformers 5.x renamed forward's `past_key_values` to `cache` (the old name warns, then goes)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         history = torch.tensor([prompt], device=device)  # the warpers' view of the sequence so far
         warpers: list[Any] = []
         rng: Any = None
@@ -345,7 +349,7 @@ class LocalGenerator:
                     feed = torch.tensor([[previous]], device=device)
                     if warpers:
                         history = torch.cat([history, feed], dim=1)
-                out = model(input_ids=feed, past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
+                out = model(input_ids=feed, use_cache=True, logits_to_keep=1, **{cache_arg: cache}, **extra)
                 logits = out.logits[:, -1, :].float()
                 if not warpers:
                     return int(logits.argmax(dim=-1))
