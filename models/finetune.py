@@ -214,6 +214,8 @@ def _domain_pretrain(
 
     p = cfg.pretrain
     assert p is not None
+    if p.texts is not None and not Path(p.texts).is_file():
+        raise ConfigurationError(f"pretrain.texts: no such file: {p.texts}")
     run_dir = Path(cfg.output_dir)
     record = run_dir / "pretrain.json"
     done = (run_dir / "pretrained" / "config.json").is_file() and record.is_file()

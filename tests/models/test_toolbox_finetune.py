@@ -332,6 +332,9 @@ def test_domain_pretraining_then_lora_starts_from_the_adapted_backbone(tmp_path:
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["resolved_model"] == str((run / "pretrained").resolve())  # LoRA applies to the adapted model
     assert load_classifier(run).predict_proba(["the service was great today"]).shape == (1, 2)
+    missing = {**raw, "output_dir": str(tmp_path / "run2"), "pretrain": {**raw["pretrain"], "texts": "nope.txt"}}
+    with pytest.raises(ConfigurationError, match=r"pretrain\.texts: no such file"):
+        finetune(build_config(missing), log=lambda _: None)
     raw["train"] = {**raw["train"], "epochs": 2}  # a resume keeps the adapted backbone
     finetune(build_config(raw), log=lines.append)
     assert any("reusing" in x for x in lines) and json.loads((run / "pretrain.json").read_text()) == record
