@@ -274,8 +274,7 @@ class LocalGenerator:
         eos = self._eos_ids()
         tokens: list[int] = []
         text, emitted, stopped = "", 0, False
-        with self._exclusive():
-            step = self._step_fn(prompt, params, adapter)  # may load an adapter
+        with self._exclusive(), self._decoder(prompt, params, adapter) as step:  # may load an adapter
             while len(tokens) < params.max_tokens:
                 token = step(tokens[-1] if tokens else None)
                 tokens.append(token)
@@ -315,7 +314,10 @@ class LocalGenerator:
         ids.add(self.tokenizer.eos_token_id)
         return {int(i) for i in ids if i is not None}
 
-    def _step_fn(self, prompt: list[int], params: GenerationParams, adapter: str | None) -> Callable[[int | None], int]:
+    @contextlib.contextmanager
+    def _decoder(
+        self, prompt: list[int], params: GenerationParams, adapter: str | None
+    ) -> Iterator[Callable[[int | None], int]]:
         """A function that feeds the previous token (None: the prompt) and returns the next one."""
         import torch
         from transformers import DynamicCache, TemperatureLogitsWarper, TopPLogitsWarper
@@ -324,7 +326,16 @@ class LocalGenerator:
         if adapter is not None:
             self.adapters.ensure(adapter)
             model = self.model  # ensure() may have wrapped the base in a peft model
-        extra: dict[str, Any] = {"adapter_names": [adapter or BASE]} if self.adapters.wrapped else {}
+        extra: dict[str, Any] = {}
+        routing: Any = contextlib.nullcontext()
+        if self.adapters.wrapped:
+            names = [adapter or BASE]
+            if hasattr(model, "_enable_peft_forward_hooks"):
+                # route to the adapter once for the whole decode, as peft's own generate() does;
+                # passing adapter_names to every forward re-registers hooks on each LoRA layer per token
+                routing = model._enable_peft_forward_hooks(adapter_names=names)
+            else:
+                extra["adapter_names"] = names
         device = model.device
         cache = DynamicCache(config=model.config)
         # transformers 5.x renamed forward's `past_key_values` to `cache` (the old name warns, then goes)
@@ -358,7 +369,8 @@ class LocalGenerator:
                 probs = torch.softmax(logits, dim=-1)
                 return int(torch.multinomial(probs, num_samples=1, generator=rng))
 
-        return step
+        with routing:
+            yield step
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
