@@ -127,10 +127,7 @@ def _load_retrievers(settings: Settings, services: Services) -> None:
         except NotFoundError:
             missing.append(name)
             continue
-        try:
-            services.retrievers[name].warm()  # else the first graph-mode request pays for it
-        except Exception as e:  # a cold start must not stop the service; it retries on use
-            log.warning("corpus %s: warming its graph intent linker failed (%s); it will try again on use", name, e)
+        services.retrievers[name].warm()  # else the first graph-mode request pays for it (failure: logged)
     services.components["retrieval"] = Component(
         "retrieval",
         "ready" if services.retrievers else "not_configured",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -258,11 +259,21 @@ class Retriever:
                     break
         return out
 
-    def warm(self) -> None:
-        """Do the one-off work of the graph modes now (the intent linker's embeddings and fits)."""
+    def warm(self) -> bool:
+        """Do the one-off work of the graph modes now (the intent linker's embeddings and fits).
+
+        Returns False, having logged why, when that fails: the linker tries again on first use, so
+        a service start or a corpus swap must not fail on it.
+        """
         voter = getattr(self.graph, "example_voter", None)
-        if voter is not None:
+        if voter is None:
+            return True
+        try:
             voter.prepare()
+        except Exception as e:  # any failure recurs, visibly, on first use
+            logging.getLogger(__name__).warning("warming the graph intent linker failed (%s); it retries on use", e)
+            return False
+        return True
 
     def describe(self) -> dict[str, Any]:
         """A summary for health endpoints and the CLI."""

@@ -114,3 +114,27 @@ def test_load_missing_corpus_says_how_to_build(tmp_path: Path, embedder) -> None
         load_retriever("nope", tmp_path, embedder)
     with pytest.raises(ValidationError):
         corpus_dir(tmp_path, "../etc")
+
+
+def test_warm_prepares_the_intent_linker_and_survives_its_failure(
+    retail_retriever: Retriever, caplog: pytest.LogCaptureFixture
+) -> None:
+    class _Voter:
+        def __init__(self, error: Exception | None) -> None:
+            self.error, self.prepared = error, False
+
+        def prepare(self) -> None:
+            if self.error is not None:
+                raise self.error
+            self.prepared = True
+
+    def with_voter(voter: _Voter) -> Retriever:
+        graph = type("G", (), {"example_voter": voter})()
+        r = retail_retriever
+        return Retriever(r.passages, r.embedder, r.dense, r.lexical, graph=graph)  # type: ignore[arg-type]
+
+    ok = _Voter(None)
+    assert with_voter(ok).warm() and ok.prepared
+    assert not with_voter(_Voter(RuntimeError("no memory"))).warm()  # logged, not raised
+    assert "no memory" in caplog.text
+    assert retail_retriever.warm()  # the real graph's linker
