@@ -14,10 +14,20 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# llama.cpp (the CPU decode engine) is built from the llama-cpp-python sdist, once per machine
+# (~8 min on 2 cores; pip caches the wheel): portable x86 flags (AVX2/FMA/F16C, no -march=native,
+# no AMX, whose kernels crash on some Intel hosts) so one build runs on every CPU of this kind.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+	-DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+
 # Reinstall only when the dependency declarations change.
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,postgres]'
+	@echo "installing llama-cpp-python (built from source the first time on this machine: ~8 min)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q --disable-pip-version-check \
+		-c constraints.txt -e '.[llamacpp]' \
+		|| echo "warning: llama-cpp-python did not build; the service decodes with torch (see README)"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -9,7 +9,7 @@ from typing import Any
 
 from apps.settings import Settings
 
-__all__ = ["Component", "Services", "build_services", "open_graph_registry"]
+__all__ = ["Component", "Services", "build_services", "load_generator", "open_graph_registry"]
 
 log = logging.getLogger("kgnlp.services")
 
@@ -65,7 +65,7 @@ def build_services(settings: Settings) -> Services:
 
         torch.set_num_threads(settings.models.threads)
     if settings.models.load_generator:
-        services.generator, detail = _load_generator(settings, cache)
+        services.generator, detail = load_generator(settings, cache)
         services.components["generator"] = Component("generator", "ready", detail)
     if settings.models.load_embedder:
         from models.loading import load_sentence_embedder
@@ -181,7 +181,8 @@ def _load_customer_service(settings: Settings, services: Services) -> None:
     )  # fmt: skip
 
 
-def _load_generator(settings: Settings, cache: Any) -> tuple[Any, dict[str, Any]]:
+def load_generator(settings: Settings, cache: Any) -> tuple[Any, dict[str, Any]]:
+    """The generator the settings ask for (remote, llama.cpp or torch) and its ``/health/ready`` detail."""
     m = settings.models
     t0 = time.perf_counter()
     if m.backend == "remote":
@@ -194,20 +195,58 @@ def _load_generator(settings: Settings, cache: Any) -> tuple[Any, dict[str, Any]
         gen: Any = RemoteGenerator(m.remote_url, _public_name(m.generator), api_key=key, adapters=m.remote_adapters,
                                    timeout_s=m.timeout_s)  # fmt: skip
         return gen, {"model": gen.name, "backend": "remote", "url": m.remote_url, "adapters": gen.adapter_names()}
-    from models.generation import LocalGenerator
+    from kgnlp.cpu import cpu_info
 
     path = cache.resolve(m.generator)
     adapter_dir = m.adapter_dir or settings.home / "adapters"
-    gen = LocalGenerator.from_path(path, name=_public_name(m.generator), quantization=m.quantization,
+    engine, measured = _engine(settings, cache)
+    common = {"model": _public_name(m.generator), "backend": "local", "engine": engine, "path": str(path),
+              "cpu": cpu_info(), **({"tokens_per_s": measured} if measured else {})}  # fmt: skip
+    if engine == "llama.cpp":
+        from models.llamacpp import LlamaCppGenerator
+
+        gen = LlamaCppGenerator.from_files(
+            cache.gguf(m.generator), path, _public_name(m.generator), adapter_dir=adapter_dir,
+            cache_dir=settings.home / "gguf" / "merged", n_ctx=m.context_tokens, n_threads=m.threads,
+            max_adapters=m.max_adapters,
+        )  # fmt: skip
+        for name in gen.adapter_names():  # merge and open now, not in the first request
+            gen.adapters.model(name)  # type: ignore[union-attr]
+        return gen, {**common, "quantization": gen.quantization, "adapters": gen.adapter_names(),
+                     "load_s": round(time.perf_counter() - t0, 2)}  # fmt: skip
+    from models.engine import TORCH_QUANTIZATION
+    from models.generation import LocalGenerator
+
+    quantization = m.quantization or TORCH_QUANTIZATION
+    gen = LocalGenerator.from_path(path, name=_public_name(m.generator), quantization=quantization,
                                    adapter_dir=adapter_dir, max_adapters=m.max_adapters)  # fmt: skip
-    return gen, {
-        "model": gen.name,
-        "backend": "local",
-        "path": str(path),
-        "quantization": m.quantization,
-        "adapters": gen.adapter_names(),
-        "load_s": round(time.perf_counter() - t0, 2),
-    }
+    return gen, {**common, "quantization": quantization, "adapters": gen.adapter_names(),
+                 "load_s": round(time.perf_counter() - t0, 2)}  # fmt: skip
+
+
+def _engine(settings: Settings, cache: Any) -> tuple[str, dict[str, float] | None]:
+    """The decode engine for the generator, and the speeds it was chosen by (``auto``)."""
+    from models.catalog import CATALOG
+
+    m = settings.models
+    has_gguf = m.generator in CATALOG and CATALOG[m.generator].gguf_file is not None
+    if m.engine == "torch" or not has_gguf or (m.quantization is not None and m.engine == "auto"):
+        return "torch", None
+    from models.llamacpp import llama_cpp_available
+
+    if not llama_cpp_available():
+        if m.engine == "llama.cpp":
+            from kgnlp.errors import ConfigurationError
+
+            raise ConfigurationError("KGNLP_MODELS__ENGINE=llama.cpp but llama-cpp-python is not installed")
+        log.warning("llama-cpp-python is not installed: decoding with torch")
+        return "torch", None
+    if m.engine == "llama.cpp":
+        return "llama.cpp", None
+    from models.engine import choose_engine
+
+    record = choose_engine(settings.home, m.generator, report=log.info)  # cached per CPU after the first run
+    return record["engine"], record["tokens_per_s"]
 
 
 def open_graph_registry(settings: Settings, embedder: Any = None) -> Any:

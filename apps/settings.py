@@ -57,12 +57,19 @@ class ModelSettings(BaseModel):
     embedder: str = Field("all-minilm-l6-v2", description="catalog name, local directory or HF hub id")
     load_generator: bool = True
     load_embedder: bool = True
-    quantization: Literal["none", "int4-weight", "int8-weight", "int8-dynamic", "bnb-4bit", "bnb-8bit"] = Field(
-        "none",
-        description="CPU: int4-weight / int8-weight (weight-only, bf16 activations, perplexity within ~1 %), "
-        "int8-dynamic (lossy on small models); CUDA: bnb-4bit (NF4) / bnb-8bit via bitsandbytes",
+    engine: Literal["auto", "llama.cpp", "torch"] = Field(
+        "auto",
+        description="local decode engine; auto: the faster of llama.cpp (GGUF) and torch on this CPU, measured "
+        "once and cached in KGNLP_HOME/engine.json (torch serves mixed-adapter batches and non-GGUF models)",
     )
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: torch's choice")
+    quantization: Literal["none", "int4-weight", "int8-weight", "int8-dynamic", "bnb-4bit", "bnb-8bit"] | None = Field(
+        None,
+        description="torch engine: int4-weight / int8-weight (weight-only, bf16 activations, perplexity within ~1 %), "
+        "int8-dynamic (lossy on small models), none (fp32); CUDA: bnb-4bit (NF4) / bnb-8bit via bitsandbytes; "
+        "default int4-weight (llama.cpp runs the GGUF's own quantization)",
+    )
+    context_tokens: int = Field(2048, ge=256, le=32_768, description="llama.cpp context (prompt + answer) in tokens")
+    threads: int | None = Field(None, ge=1, description="decode threads; default: the cores this process may use")
     backend: Literal["local", "remote"] = Field("local", description="remote: any OpenAI-compatible server")
     remote_url: str | None = Field(None, description="e.g. http://vllm:8000/v1 (backend=remote)")
     remote_api_key: SecretStr | None = None

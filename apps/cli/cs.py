@@ -26,14 +26,42 @@ def _embedder(home: Path) -> Any:
 @app.command()
 def setup(
     source: Path | None = typer.Option(None, help="Bitext CSV (default data/retail/bitext_customer_support.csv)"),
-    force: bool = typer.Option(False, help="retrain even when up to date"),
+    force: bool = typer.Option(False, help="retrain the intent classifier and re-measure the engines"),
+    generator: bool = typer.Option(True, help="also install the shipped adapter and choose the decode engine"),
     home: Path | None = HomeOption,
 ) -> None:
-    """Train the intent classifier (idempotent: skipped when the data has not changed)."""
+    """Train the intent classifier, install the shipped ``customer_service`` adapter and pick the
+    fastest decode engine for this CPU (each step is skipped when it is up to date)."""
     from apps.customer_service.setup import train_intents
 
     home = home or default_home()
     typer.echo(json.dumps(train_intents(home, _embedder(home), source, force)))
+    if not generator:
+        return
+    from apps.customer_service.adapter import install
+    from models.engine import choose_engine
+
+    typer.echo(json.dumps({"adapter": install(home)}))
+    choice = choose_engine(home, force=force, report=lambda msg: typer.echo(msg, err=True))
+    typer.echo(json.dumps({k: choice[k] for k in ("engine", "quantization", "tokens_per_s", "cpu_key")}))
+    if choice["engine"] == "llama.cpp":  # merge the adapters into GGUF now, not at the first start
+        from models.llamacpp import GgufAdapters
+        from models.provision import ModelCache
+
+        adapters = GgufAdapters(ModelCache(home).gguf("smollm2-135m-instruct"), home / "gguf" / "merged", None)
+        for name in adapters.register_directory(home / "adapters"):
+            typer.echo(json.dumps({"merged_gguf": str(adapters.merged_path(name))}))
+
+
+@app.command("ship-adapter")
+def ship_adapter(
+    run_dir: Path = typer.Argument(Path("runs/cs_sft"), help="the finetune run of data/retail/cs_sft.yaml"),
+) -> None:
+    """Write the bf16 ``customer_service`` adapter the repository ships (data/retail/adapters) from a run."""
+    from apps.customer_service.adapter import SHIPPED, ship
+
+    record = ship(run_dir)
+    typer.echo(json.dumps({"shipped": str(SHIPPED), "metrics": record["metrics"]}, default=str))
 
 
 @app.command()

@@ -6,9 +6,11 @@ Each example's prompt is what the pipeline shows at serve time (``render_prompt`
 numbered sources, delimiters), with sources retrieved from that corpus the way the pipeline
 retrieves them, minus the example's own response: at serve time the right answer is never in
 the corpus word for word, so the adapter must learn to write from near matches and cite them.
-The target is the reference response with the company profile filled in, citing the first
-source of the right intent right after its opening sentence: answers are long and are often cut
-by the token limit at serve time, so a citation kept for the end would rarely be seen.
+The target is the reference response shortened by ``concise`` (its opening sentence and first
+steps, ~300 characters: the adapter learns the length of a chat answer from its targets) with
+the company profile filled in, citing the first source of the right intent right after its
+opening sentence. A share of the examples are second turns (see ``make_examples``), so the
+adapter reads the conversation and the details block the pipeline shows.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from apps.customer_service.concise import concise
 from apps.customer_service.pipeline import ESCALATE_INTENTS, render_prompt
 from apps.customer_service.profile import CompanyProfile
 from apps.customer_service.setup import DATA_DIR, read_bitext_rows
 from apps.customer_service.slots import extract_slots
+from models.generation import ChatMessage
 
 __all__ = ["build", "split_by_intent", "training_corpus"]
 
@@ -83,41 +87,127 @@ def cite_early(answer: str, citation: int, min_chars: int = 40) -> str:
     return f"{answer} [{citation}]"
 
 
+# a customer turn that only supplies the id the open intent asks for
+_ID_TURNS = {
+    "order_id": ("it's {v}", "order number is {v}", "{v}", "#{v}", "the order id is {v}", "sure, {v}", "here: {v}"),
+    "invoice_id": ("it's {v}", "invoice number {v}", "{v}", "the number is {v}", "#{v}"),
+}
+_EMAIL_TURNS = ("my email is {v}", "{v}", "you can reach me at {v}")
+_NAMES = ("ana", "li.wei", "j.smith", "maria.g", "tom", "sam.k", "nora", "omar")
+
+
+def synthetic_id(kind: str, rng: random.Random) -> str:
+    """An order or invoice reference in one of the shapes customers type (ORD-55123, A77-10293, …)."""
+    digits = "".join(rng.choice("0123456789") for _ in range(5))
+    if kind == "invoice_id":
+        return rng.choice((f"INV-{digits}", f"INV-2026-{digits[:3]}", f"{digits}{rng.randint(10, 99)}"))
+    letter = rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ")
+    return rng.choice(
+        (f"ORD-{digits}", f"{letter}{rng.randint(10, 99)}-{digits}", f"{digits}-{rng.randint(1000, 9999)}")
+    )
+
+
+def _evidence(retriever: Any, query: str, intent: str, own: str, k: int) -> list[Any]:
+    # `not in`: a long response is indexed in chunks, none of which may be shown
+    hits = retriever.retrieve(query, k * 3 + 1, "hybrid")
+    hits = [e for e in hits if e.kind == "passage" and e.text not in own]
+    same = [e for e in hits if e.metadata.get("intent") == intent]
+    evidence = (same + [e for e in hits if e not in same])[:k]
+    for i, e in enumerate(evidence, 1):
+        e.citation = i
+    return evidence
+
+
+def _example(
+    profile: CompanyProfile,
+    row: dict[str, str],
+    message: str,
+    query: str,
+    slots: dict[str, str],
+    retriever: Any,
+    history: list[ChatMessage],
+    k: int,
+    source_chars: int,
+    answer_chars: int,
+) -> dict[str, Any]:
+    own = response_text(row)
+    evidence = _evidence(retriever, query, row["intent"], own, k)
+    prompt = render_prompt(profile, message, evidence, slots, history, source_chars=source_chars)
+    cite = next((e.citation for e in evidence if e.metadata.get("intent") == row["intent"]), None)
+    answer = concise(profile.fill(own, slots), answer_chars)
+    answer = cite_early(answer, cite) if cite else answer
+    messages = [{"role": m.role, "content": m.content} for m in prompt]
+    return {"messages": [*messages, {"role": "assistant", "content": answer}], "intent": row["intent"]}
+
+
 def make_examples(
     rows: list[dict[str, str]],
     retriever: Any,
     profile: CompanyProfile,
     k: int = 3,
-    source_chars: int | None = 400,
+    source_chars: int = 300,
+    answer_chars: int = 300,
+    pool: list[dict[str, str]] | None = None,
+    multi_turn: float = 0.0,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """One chat example per row (hand-off intents are answered by the pipeline, not the adapter)."""
+    """Chat examples: one per row (hand-off intents are answered by the pipeline, not the adapter),
+    the target its reference answer shortened by ``concise`` and citing its source early.
+
+    With ``multi_turn`` > 0, that share of the rows also gives a second-turn example: for intents
+    about an order or invoice, an earlier turn of the same intent without the id and a current
+    turn that only gives it ("it's ORD-55123"; the pipeline continues the open intent and
+    retrieves with both messages); for the others, an earlier exchange about another intent
+    (taken from ``pool``) that the answer must not follow.
+    """
+    from apps.customer_service.dialogue import ID_SLOT_OF_INTENT
+
+    rng = random.Random(seed)
+    pool = pool or rows
+    by_intent = _group_by_intent([r for r in pool if r["intent"] not in ESCALATE_INTENTS])
     examples = []
     for row in rows:
         if row["intent"] in ESCALATE_INTENTS:
             continue
-        message, own = row["instruction"].strip(), response_text(row)
-        # `not in`: a long response is indexed in chunks, none of which may be shown
-        hits = retriever.retrieve(message, k * 3 + 1, "hybrid")
-        hits = [e for e in hits if e.kind == "passage" and e.text not in own]
-        same = [e for e in hits if e.metadata.get("intent") == row["intent"]]
-        evidence = (same + [e for e in hits if e not in same])[:k]
-        for i, e in enumerate(evidence, 1):
-            e.citation = i
+        message = row["instruction"].strip()
         slots = extract_slots(message)
-        prompt = render_prompt(profile, message, evidence, slots, source_chars=source_chars)
-        cite = next((e.citation for e in evidence if e.metadata.get("intent") == row["intent"]), None)
-        answer = profile.fill(own, slots)
-        answer = cite_early(answer, cite) if cite else answer
-        messages = [{"role": m.role, "content": m.content} for m in prompt]
-        examples.append({"messages": [*messages, {"role": "assistant", "content": answer}], "intent": row["intent"]})
+        examples.append(_example(profile, row, message, message, slots, retriever, [], k, source_chars, answer_chars))
+        if rng.random() >= multi_turn:
+            continue
+        kind = ID_SLOT_OF_INTENT.get(row["intent"])
+        if kind:  # slot fill: the id comes in a turn of its own
+            before = [r for r in by_intent[row["intent"]] if not extract_slots(r["instruction"])] or [row]
+            first = rng.choice(before)
+            value = synthetic_id(kind, rng)
+            if rng.random() < 0.2:
+                kind, value = "email", f"{rng.choice(_NAMES)}@example.com"
+                message = rng.choice(_EMAIL_TURNS).format(v=value)
+            else:
+                message = rng.choice(_ID_TURNS[kind]).format(v=value)
+            query = f"{first['instruction'].strip()} {message}"
+        else:  # follow-up or switch: an earlier exchange about something else
+            other = rng.choice([i for i in by_intent if i != row["intent"]])
+            first = rng.choice(by_intent[other])
+            message, query, kind, value = row["instruction"].strip(), row["instruction"].strip(), "", ""
+        history = [
+            ChatMessage("user", first["instruction"].strip()),
+            ChatMessage("assistant", concise(profile.fill(response_text(first)), answer_chars)),
+        ]
+        slots = {**extract_slots(first["instruction"]), **extract_slots(message)}
+        if kind and value:
+            slots[kind] = value
+        examples.append(
+            _example(profile, row, message, query, slots, retriever, history, k, source_chars, answer_chars)
+        )
     return examples
 
 
-def build(cfg: Any, per_intent: int = 24, val_per_intent: int = 2, seed: int = 0) -> None:
+def build(cfg: Any, per_intent: int = 10, val_per_intent: int = 1, multi_turn: float = 0.45, seed: int = 0) -> None:
     """The ``data.prepare`` hook of ``cs_sft.yaml``: write ``data.train`` and ``data.validation``.
 
     ``per_intent`` training and ``val_per_intent`` validation rows per intent are sampled from
-    the training split (validation rows are not training rows).
+    the training split (validation rows are not training rows); ``multi_turn`` of them also
+    give a second-turn example (see ``make_examples``).
     """
     from kgnlp.files import atomic_write_text, default_home
     from models.loading import load_sentence_embedder
@@ -141,6 +231,7 @@ def build(cfg: Any, per_intent: int = 24, val_per_intent: int = 2, seed: int = 0
     for path, rows in ((cfg.data.train, picked_train), (cfg.data.validation, picked_val)):
         if path is None:
             continue
-        examples = make_examples(rows, retriever, profile)
+        examples = make_examples(rows, retriever, profile, pool=train, multi_turn=multi_turn, seed=seed)
+        random.Random(seed).shuffle(examples)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(path), "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
