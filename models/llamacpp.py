@@ -232,6 +232,9 @@ class LlamaCppGenerator:
                 f"prompt of {len(ids)} tokens + max_tokens {params.max_tokens} exceeds the context of {self.n_ctx}"
             )
         greedy = params.temperature <= 0
+        # a full prefill each time: reusing a cached prefix decodes the rest with other kernels
+        # (batch of 1 vs many), and the same request must give the same text
+        model.reset()
         try:
             return model.create_completion(
                 prompt=ids, max_tokens=params.max_tokens, temperature=0.0 if greedy else params.temperature,

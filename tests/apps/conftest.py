@@ -31,10 +31,12 @@ def service(model_home: Path, generator_path: Path, tmp_path_factory: pytest.Tem
     from tests.conftest import LiveServer
 
     graphs = tmp_path_factory.mktemp("graphs")
-    with GraphRegistry(graphs) as registry:
+    with GraphRegistry(graphs) as registry:  # the real demo graphs: CS retrieval runs hybrid+graph
         build_demo("finance", registry.get("finance", create=True))
+        build_demo("retail", registry.get("retail", create=True))
     adapters = tmp_path_factory.mktemp("adapters")
     _make_adapter(generator_path, adapters / "alpha", seed=1)
+    _install_shipped_adapter(adapters)
     _ensure_customer_service(model_home)
     _ensure_sentiment(model_home)
     state = tmp_path_factory.mktemp("state") / "state.sqlite"
@@ -44,11 +46,20 @@ def service(model_home: Path, generator_path: Path, tmp_path_factory: pytest.Tem
         models={"adapter_dir": adapters, "max_waiting": 4},
         auth={"keys_path": state.parent / "keys.sqlite"},  # keys made by tests stay out of the real home
         database_url=f"sqlite:///{state}",
-        customer_service={"max_tokens": 64},  # generated answers: short, so a loaded CPU does not time out
     )
     app = create_app(settings)  # the lifespan loads the real default models
     with LiveServer(app) as live:
         yield Service(live.url, app)
+
+
+def _install_shipped_adapter(adapters: Path) -> None:
+    """The ``customer_service`` adapter the repository ships, as ``make serve`` installs it."""
+    import shutil
+
+    from apps.customer_service.adapter import SHIPPED
+
+    assert (SHIPPED / "adapter_model.safetensors").is_file(), f"the repository ships an adapter at {SHIPPED}"
+    shutil.copytree(SHIPPED, adapters / "customer_service")
 
 
 def _ensure_customer_service(home: Path) -> None:

@@ -1,7 +1,8 @@
 """The /chat web page in a real headless Chromium (Debian ``chromium`` + ``chromium-driver``).
 
-Types a question, waits for the streamed answer and its citation, and saves a screenshot to
-``artifacts/test/chat.png`` (or ``$KGNLP_TEST_ARTIFACTS``). ``bash .ci/browser.sh`` installs the
+Asks a question on the default configuration, checks what the customer reads (plain prose, a
+citation that opens its source, the order id read back in a slot-fill turn) and saves a
+screenshot to ``artifacts/test/chat.png`` (or ``$KGNLP_TEST_ARTIFACTS``). ``bash .ci/browser.sh`` installs the
 browser; CI sets ``KGNLP_REQUIRE_BROWSER=1`` so that a missing browser fails instead of skipping.
 """
 
@@ -62,50 +63,60 @@ def browser() -> Iterator[Any]:
         driver.quit()
 
 
-@pytest.fixture()
-def generating(service: Any) -> Iterator[Any]:
-    """The shared service, answering with the LLM (its default without the trained adapter is
-    the retrieved answer, which arrives in one piece and so cannot show streaming)."""
-    pipeline = service.services.customer_service
-    before, pipeline.answer_mode = pipeline.answer_mode, "generate"
-    try:
-        yield service
-    finally:
-        pipeline.answer_mode = before
-
-
-def test_chat_page_streams_an_answer_with_a_citation(generating: Any, browser: Any) -> None:
+def _send(browser: Any, text: str, n: int) -> tuple[str, Any]:
+    """Type ``text``, wait for the ``n``-th bot answer to finish; return its text and bubble."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(f"{generating.url}/chat")
-    assert browser.title.startswith("kgnlp")
-    browser.execute_script(RECORD_STATES)
     box = browser.find_element(By.ID, "text")
-    box.send_keys("How can I track my order?")
+    box.send_keys(text)
     browser.find_element(By.ID, "send").click()
-
     wait = WebDriverWait(browser, 180)
-    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#log .bot .cite")))
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#log .bot .meta")) >= n)
     wait.until(ec.element_to_be_clickable((By.ID, "send")))  # re-enabled once the stream ended
+    bubble = browser.find_elements(By.CSS_SELECTOR, "#log .bot")[n - 1]
+    return bubble.find_element(By.CSS_SELECTOR, ":scope > span").text, bubble
 
-    user = browser.find_element(By.CSS_SELECTOR, "#log .user").text
-    answer = browser.find_elements(By.CSS_SELECTOR, "#log .bot > span")[-1].text
-    meta = browser.find_element(By.CSS_SELECTOR, "#log .bot .meta").text
-    cites = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#log .bot .cite")]
+
+def test_chat_page_streams_plain_cited_answers_and_reads_back_the_order_id(service: Any, browser: Any) -> None:
+    """The default configuration (the LLM with the shipped adapter), as a customer sees it."""
+    from selenium.webdriver.common.by import By
+
+    assert service.services.customer_service.generates  # nothing switched on by hand
+    browser.get(f"{service.url}/chat")
+    assert browser.title.startswith("kgnlp")
+    browser.execute_script("localStorage.clear()")
+    browser.get(f"{service.url}/chat")  # a fresh session
+    browser.execute_script(RECORD_STATES)
+    answer, bubble = _send(browser, "How can I track my order?", 1)
     states: list[str] = browser.execute_script("return window.__states")
+    meta = bubble.find_element(By.CSS_SELECTOR, ".meta").text
+    cites = bubble.find_elements(By.CSS_SELECTOR, "details.cite")
 
-    out = Path(os.environ.get("KGNLP_TEST_ARTIFACTS", REPO / "artifacts" / "test"))
-    out.mkdir(parents=True, exist_ok=True)
-    assert browser.save_screenshot(str(out / "chat.png"))
-
-    assert user == "How can I track my order?"
-    assert len(answer) > 20 and "error" not in answer.lower() and "{{" not in answer
+    assert browser.find_element(By.CSS_SELECTOR, "#log .user").text == "How can I track my order?"
+    # what the customer reads is plain prose: no markup, code or raw placeholders
+    assert len(answer) > 20 and "error" not in answer.lower() and "fallback" not in meta
+    for bad in ("<", ">", "```", "document.", "{{", "}}", "function(", "</"):
+        assert bad not in answer, (bad, answer)
     assert meta.startswith("intent: track_order")
-    assert cites and all(c.startswith("[") and len(c) > 10 for c in cites)
+    assert cites and all(c.text.startswith("[") for c in cites)
     # streamed: the answer grew through several partial states, each a prefix of the final text
     partial = [s for s in states if s and s != states[-1]]
     assert len(partial) >= 2, states
     assert all(states[-1].startswith(s) for s in states), states
+    # a citation opens its source
+    source = cites[0].find_element(By.CSS_SELECTOR, ".source")
+    assert not source.is_displayed()
+    cites[0].find_element(By.CSS_SELECTOR, "summary").click()
+    assert cites[0].get_attribute("open") is not None and source.is_displayed() and len(source.text) > 20
+
+    _send(browser, "I want to cancel my order", 2)
+    answer, bubble = _send(browser, "it's ORD-55123", 3)
+    assert "ORD-55123" in answer, answer
+    assert bubble.find_element(By.CSS_SELECTOR, ".meta").text.startswith("intent: cancel_order")
+
+    out = Path(os.environ.get("KGNLP_TEST_ARTIFACTS", REPO / "artifacts" / "test"))
+    out.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(out / "chat.png"))
     assert (out / "chat.png").stat().st_size > 10_000
