@@ -171,6 +171,8 @@ def _load_customer_service(settings: Settings, services: Services) -> None:
         k=cs.k,
         max_tokens=cs.max_tokens,
         source_chars=cs.source_chars,
+        answer_chars=cs.answer_chars,
+        facts=cs.facts,
     )
     services.components["customer_service"] = Component(
         "customer_service",

@@ -163,12 +163,16 @@ class CustomerServiceSettings(BaseModel):
     )
     min_confidence: float = Field(0.35, ge=0, le=1, description="below this intent probability, hand over")
     max_failures: int = Field(2, ge=1, le=20)
-    generation_timeout_s: float = Field(20.0, gt=0, le=600)
+    generation_timeout_s: float = Field(10.0, gt=0, le=600, description="past this, the retrieved answer is sent")
     k: int = Field(3, ge=1, le=10)
-    max_tokens: int = Field(256, ge=1, le=2048, description="longest answer (Bitext answers: median 171 tokens)")
-    source_chars: int | None = Field(
-        400, ge=50, description="each source is cut to this many characters in the prompt (faster first token)"
+    facts: int = Field(1, ge=0, le=5, description="knowledge-graph facts added to the sources (hybrid+graph)")
+    max_tokens: int = Field(
+        128, ge=1, le=2048, description="longest answer; the adapter writes ~60-token answers, stopping by itself"
     )
+    source_chars: int | None = Field(
+        300, ge=50, description="each source is shortened to this many characters in the prompt, at a sentence"
+    )
+    answer_chars: int = Field(300, ge=50, le=4000, description="retrieved answers are shortened the same way")
     session_window: int = Field(8, ge=1, le=100)
     session_ttl_s: float = Field(86_400, gt=0)
 

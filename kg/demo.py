@@ -154,6 +154,37 @@ def _title(code: str) -> str:
     return code.replace("_", " ").strip().lower()
 
 
+# how the company is reached: the intents that ask for it get these as graph facts
+_CONTACT_POLICIES = {
+    "customer_support_phone_number": "support phone",
+    "customer_support_availability": "support hours",
+    "customer_support_email": "support email",
+    "live_chat": "live chat",
+}
+_CONTACT_INTENTS = ("contact_customer_service", "contact_human_agent", "complaint", "payment_issue")
+
+
+def _contact_policies(profile: Path, ents: dict[str, Entity], rels: list[Relation]) -> None:
+    """``Policy`` entities for the company's contact channels (``company.yaml``), each reached
+    from the intents that need them (``REACHED_VIA``): "contact customer service — reached via →
+    support hours: Monday to Friday, …" is then a fact retrieval can cite."""
+    import yaml
+
+    if not profile.is_file():
+        return
+    values = yaml.safe_load(profile.read_text(encoding="utf-8")) or {}
+    psrc = f"company profile ({profile.name})"
+    for key, label in _CONTACT_POLICIES.items():
+        if not isinstance(values.get(key), str | int | float):
+            continue
+        pid = f"cs:policy:{key}"
+        ents[pid] = Entity(pid, "Policy", f"{label}: {values[key]}", aliases=[label], source=psrc,
+                           description=f"how customers reach the company: {label}")  # fmt: skip
+        for intent in _CONTACT_INTENTS:
+            if f"cs:intent:{intent}" in ents:
+                rels.append(Relation(f"cs:intent:{intent}", "REACHED_VIA", pid, source=psrc))
+
+
 def _retail(src: Path) -> tuple[list[Entity], list[Relation]]:
     bitext = src / "bitext_customer_support.csv"
     bestbuy = src / "bestbuy_categories.json"
@@ -227,6 +258,8 @@ def _retail(src: Path) -> tuple[list[Entity], list[Relation]]:
             ),
         )
         rels.append(Relation(iid, "USES_SLOT", sid, weight=float(n), source=bsrc))
+
+    _contact_policies(src / "company.yaml", ents, rels)
 
     psrc = "Best Buy open data categories (CC0-1.0)"
     cats = json.loads(bestbuy.read_text(encoding="utf-8"))

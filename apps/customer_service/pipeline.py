@@ -242,7 +242,9 @@ class CustomerServicePipeline:
         same = [e for e in passages if e.metadata.get("intent") == intent]
         chosen = (same + [e for e in passages if e not in same])[: self.k]
         facts = [e for e in hits if e.kind == "fact"]
-        about = [e for e in facts if intent in (e.metadata.get("head", ""), e.metadata.get("tail", ""))]
+        node = f":intent:{intent}"  # graph ids are cs:intent:<name>
+        about = [e for e in facts if any(str(e.metadata.get(k, "")).endswith(node) for k in ("head", "tail"))]
+        about.sort(key=lambda e: e.metadata.get("relation") != "REACHED_VIA")  # a contact policy first
         chosen += (about or facts)[: self.facts]
         for i, e in enumerate(chosen, 1):
             e.citation = i
