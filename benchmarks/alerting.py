@@ -171,6 +171,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare", action="store_true", help="also replay alternative rule settings (same events)")
     args = ap.parse_args()
+    from kgnlp.cpu import cpu_key
+
+    print(f"CPU: {cpu_key()}", flush=True)  # speed figures depend on it
 
     from apps.sentiment.classifier import load_latest
     from apps.sentiment.companies import CompanyDirectory

@@ -64,6 +64,9 @@ def main() -> int:
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--short-minutes", type=float, default=12.0, help="time cap of each non-baseline training run")
     args = ap.parse_args()
+    from kgnlp.cpu import cpu_key
+
+    print(f"CPU: {cpu_key()}", flush=True)  # speed figures depend on it
     print("command:", shlex.join([".venv/bin/python", "benchmarks/banking77.py", *sys.argv[1:]]))
     if not (REPO.parent / "shared" / "data" / "banking77" / "train.csv").is_file():
         print("SKIP: ../shared/data/banking77 is absent")

@@ -115,6 +115,9 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=100, help="neighbour cap (API default 100)")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
+    from kgnlp.cpu import cpu_key
+
+    print(f"CPU: {cpu_key()}", flush=True)  # speed figures depend on it
     train = args.data / "kge_benchmarks" / "FB15k-237" / "train.txt"
     cmd = (
         f"python benchmarks/kg_ingest.py --data {args.data} --repeats {args.repeats} "

@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint-dir", type=Path, default=None, help="checkpoint (and resume) folder")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    from kgnlp.cpu import cpu_key
+
+    print(f"CPU: {cpu_key()}", flush=True)  # speed figures depend on it
     cmd = "python benchmarks/kge.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     print(f"command: {cmd}")
     folder = (args.data or default_data()) / FOLDERS[args.dataset]

@@ -31,6 +31,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", type=Path, default=None)
     args = ap.parse_args()
+    from kgnlp.cpu import cpu_key
+
+    print(f"CPU: {cpu_key()}", flush=True)  # speed figures depend on it
     folder = (args.data or default_data()) / FOLDERS[args.dataset]
     if not folder.exists():
         print(f"skipped: dataset folder {folder} not found (set --data or KGNLP_SHARED_DATA)")

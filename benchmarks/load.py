@@ -190,6 +190,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--routes", default=",".join(r.name for r in ROUTES), help="comma-separated subset of the mix")
     args = ap.parse_args()
+    from kgnlp.cpu import cpu_key
+
+    print(f"CPU: {cpu_key()}", flush=True)  # speed figures depend on it
 
     routes = [r for r in ROUTES if r.name in args.routes.split(",")]
     if not routes:

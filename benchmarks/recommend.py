@@ -79,6 +79,9 @@ def main() -> None:
     ap.add_argument("--no-tags", action="store_true", help="ablation: drop Last.fm tags (text = names, KG only)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
+    from kgnlp.cpu import cpu_key
+
+    print(f"CPU: {cpu_key()}", flush=True)  # speed figures depend on it
 
     import torch
 

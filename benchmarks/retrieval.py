@@ -149,6 +149,9 @@ def main() -> None:
     ap.add_argument("--c-hybrid", type=float, default=None, help="override the linear voter's C (+ TF-IDF)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     a = ap.parse_args()
+    from kgnlp.cpu import cpu_key
+
+    print(f"CPU: {cpu_key()}", flush=True)  # speed figures depend on it
     if not (a.shared / BITEXT).exists():
         print(f"skipped: {a.shared / BITEXT} is absent (the datasets are not part of a clone)")
         return

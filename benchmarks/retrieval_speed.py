@@ -170,6 +170,9 @@ def main() -> None:
     ap.add_argument("--nlist", type=int, default=2048)
     ap.add_argument("--skip-a", action="store_true")
     a = ap.parse_args()
+    from kgnlp.cpu import cpu_key
+
+    print(f"CPU: {cpu_key()}", flush=True)  # speed figures depend on it
     summary = []
     if not a.skip_a:
         if not (a.shared / "banking77" / "train.csv").exists():

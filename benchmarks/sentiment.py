@@ -173,6 +173,9 @@ def main() -> int:
     ap.add_argument("--reuse-prompt-probs", action="store_true", help="reuse saved prompting probabilities")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared 2-core machine)")
     args = ap.parse_args()
+    from kgnlp.cpu import cpu_key
+
+    print(f"CPU: {cpu_key()}", flush=True)  # speed figures depend on it
     print("command:", shlex.join([".venv/bin/python", "benchmarks/sentiment.py", *sys.argv[1:]]), flush=True)
     import torch
 

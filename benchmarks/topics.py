@@ -36,6 +36,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-topics", type=int, default=3)
     args = ap.parse_args()
+    from kgnlp.cpu import cpu_key
+
+    print(f"CPU: {cpu_key()}", flush=True)  # speed figures depend on it
 
     from apps.sentiment.topics import TopicTagger, load_topics
     from kgnlp.files import default_home
