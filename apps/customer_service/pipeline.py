@@ -37,6 +37,10 @@ SYSTEM_PROMPT = (
 # what the prompt shows of the conversation before the current message
 HISTORY_TURNS = 2
 HISTORY_CHARS = 160
+# the customer's message in the prompt: a 4,000-character message would make the prefill, not
+# the answer, the slow part
+MESSAGE_CHARS = 1000
+_WHITESPACE_RUN = re.compile(r"\s{3,}")
 SLOT_LABELS = {
     "order_id": "order number",
     "invoice_id": "invoice number",
@@ -94,6 +98,9 @@ def render_prompt(
     details = [f"{SLOT_LABELS[k]}: {v}" for k, v in slots.items() if k in SLOT_LABELS]
     if details:
         parts.append("<details>" + "; ".join(details) + "</details>")
+    message = _WHITESPACE_RUN.sub(" ", message)  # runs of blanks cost tokens and say nothing
+    if len(message) > MESSAGE_CHARS:
+        message = message[:MESSAGE_CHARS].rsplit(" ", 1)[0] + " …"
     parts.append(f"<customer>\n{message}\n</customer>")
     return [ChatMessage("system", SYSTEM_PROMPT.format(company=company)), ChatMessage("user", "\n".join(parts))]
 

@@ -132,7 +132,10 @@ def test_admin_hot_loads_and_unloads_adapters(service: Any, generator_path: Any,
     assert httpx.delete(f"{url}/nope").status_code == 404
 
 
-def test_concurrent_requests_are_batched_with_the_same_answers(client: openai.OpenAI, service: Any) -> None:
+def test_concurrent_requests_wait_their_turn_and_keep_their_own_answers(client: openai.OpenAI, service: Any) -> None:
+    """On the llama.cpp engine (the default here) waiting requests decode one after another; on
+    torch they share one static batch (tests/models/test_concurrency.py checks that on the real
+    model). Either way each gets the answer it gets alone."""
     from concurrent.futures import ThreadPoolExecutor
 
     asks = [
@@ -159,5 +162,7 @@ def test_concurrent_requests_are_batched_with_the_same_answers(client: openai.Op
             time.sleep(0.02)
         queue._slots.release()
         together = [f.result() for f in futures]
-    assert queue.batches == before + 1
+    batching = hasattr(service.services.generator, "generate_batch")
+    assert queue.max_batch == (4 if batching else 1)
+    assert queue.batches == before + (1 if batching else 0)
     assert together == alone

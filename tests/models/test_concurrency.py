@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -150,3 +151,33 @@ def test_a_failing_batch_fails_each_of_its_requests() -> None:
     results = asyncio.run(main())
     assert all(isinstance(r, RuntimeError) and "crashed" in str(r) for r in results)
     assert queue.depth == 0
+
+
+def test_the_real_torch_generator_batches_waiting_requests_with_mixed_adapters(
+    generator_path: Path, tmp_path: Path
+) -> None:
+    """Three requests (two adapters) that wait for the slot are decoded as one batch on the torch
+    engine, and each gets the answer it gets alone."""
+    from models.generation import LocalGenerator
+    from tests.models.test_adapters import _make_adapter
+
+    _make_adapter(generator_path, tmp_path / "alpha", seed=1)
+    gen = LocalGenerator.from_path(generator_path, name="q", adapter_dir=tmp_path)
+    queue = GenerationQueue(gen, max_concurrent=1, max_waiting=8, max_batch=4)
+    asks = [(None, "What is the capital of France?"), ("alpha", "What is the capital of France?"),
+            (None, "Name a primary colour.")]  # fmt: skip
+    params = GenerationParams(max_tokens=12)
+
+    async def one(adapter: str | None, text: str) -> str:
+        return (await queue.generate([ChatMessage("user", text)], params, adapter=adapter)).text
+
+    async def together() -> list[str]:
+        queue._slots.acquire()  # hold the only slot so that all three queue up, then release it
+        jobs = [asyncio.ensure_future(one(a, t)) for a, t in asks]
+        while len(queue._pending) < 3:
+            await asyncio.sleep(0.02)
+        queue._slots.release()
+        return list(await asyncio.gather(*jobs))
+
+    alone = [asyncio.run(one(a, t)) for a, t in asks]
+    assert asyncio.run(together()) == alone and queue.batches == 1
