@@ -213,13 +213,14 @@ def load_generator(settings: Settings, cache: Any) -> tuple[Any, dict[str, Any]]
             max_adapters=m.max_adapters,
         )  # fmt: skip
         for name in gen.adapter_names():  # merge and open now, not in the first request
-            gen.adapters.model(name)  # type: ignore[union-attr]
+            gen.adapters.model(name)
         return gen, {**common, "quantization": gen.quantization, "adapters": gen.adapter_names(),
                      "load_s": round(time.perf_counter() - t0, 2)}  # fmt: skip
     from models.engine import TORCH_QUANTIZATION
     from models.generation import LocalGenerator
+    from models.loading import Quantization
 
-    quantization = m.quantization or TORCH_QUANTIZATION
+    quantization: Quantization = m.quantization or TORCH_QUANTIZATION
     gen = LocalGenerator.from_path(path, name=_public_name(m.generator), quantization=quantization,
                                    adapter_dir=adapter_dir, max_adapters=m.max_adapters)  # fmt: skip
     return gen, {**common, "quantization": quantization, "adapters": gen.adapter_names(),

@@ -20,7 +20,7 @@ ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "av
 @lru_cache(maxsize=1)
 def cpu_info() -> dict[str, object]:
     """``{"model", "isa", "cores", "machine"}`` of this machine (``isa``: the flags above it has)."""
-    model, flags = platform.processor() or "unknown", set()
+    model, flags = platform.processor() or "unknown", set[str]()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:

@@ -18,12 +18,13 @@ from typing import Any, Literal
 
 from kgnlp.cpu import cpu_info, cpu_key
 from kgnlp.files import atomic_write_json
+from models.loading import Quantization
 
 __all__ = ["ENGINE_FILE", "TORCH_QUANTIZATION", "Engine", "cached_choice", "choose_engine", "measure_decode"]
 
 Engine = Literal["llama.cpp", "torch"]
 ENGINE_FILE = "engine.json"
-TORCH_QUANTIZATION = "int4-weight"  # the fastest torch configuration that keeps perplexity
+TORCH_QUANTIZATION: Quantization = "int4-weight"  # the fastest torch configuration that keeps perplexity
 _PROMPT = "A customer asks how to track an online order. Answer in three short sentences."
 
 

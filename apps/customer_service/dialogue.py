@@ -73,16 +73,17 @@ def understand(classifier: Any, turns: Sequence[Any], message: str) -> TurnUnder
         the turn's intent, confidence, retrieval query and slots.
     """
     previous = _previous_user_turn(turns)
+    before = previous.content if previous is not None else ""
     open_intent = previous.intent if previous is not None and previous.intent not in NO_CONTINUATION else None
     slots = extract_slots(message, expecting=ID_SLOT_OF_INTENT.get(open_intent or ""))
     if open_intent and is_slot_only(message, slots):
-        joint = classifier.predict(f"{previous.content} {message}")
+        joint = classifier.predict(f"{before} {message}")
         confidence = dict(joint.top).get(open_intent, 0.0)
         return TurnUnderstanding(open_intent, max(confidence, joint.confidence if joint.intent == open_intent else 0.0),
-                                 f"{previous.content} {message}", slots, continued=True)  # fmt: skip
+                                 f"{before} {message}", slots, continued=True)  # fmt: skip
     alone = classifier.predict(message)
     if previous is not None and alone.confidence < FOLLOW_UP_CONFIDENCE:
-        joint = classifier.predict(f"{previous.content} {message}")
+        joint = classifier.predict(f"{before} {message}")
         if joint.confidence > alone.confidence:
-            return TurnUnderstanding(joint.intent, joint.confidence, f"{previous.content} {message}", slots)
+            return TurnUnderstanding(joint.intent, joint.confidence, f"{before} {message}", slots)
     return TurnUnderstanding(alone.intent, alone.confidence, message, slots)

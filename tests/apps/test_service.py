@@ -34,7 +34,7 @@ def test_live_and_ready_report_loaded_models(server: str) -> None:
 
 def test_graph_routes_answer_from_the_demo_graph(server: str) -> None:
     ready = httpx.get(f"{server}/health/ready").json()
-    assert ready["components"]["graphs"]["available"] == ["finance"]
+    assert ready["components"]["graphs"]["available"] == ["finance", "retail"]
     mentions = httpx.post(
         f"{server}/kg/link", params={"graph": "finance"}, json={"text": "Is $NVDA doing better than AMD?"}
     )
