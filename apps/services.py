@@ -173,6 +173,7 @@ def _load_customer_service(settings: Settings, services: Services) -> None:
         source_chars=cs.source_chars,
         answer_chars=cs.answer_chars,
         facts=cs.facts,
+        citation_bias=cs.citation_bias,
     )
     services.components["customer_service"] = Component(
         "customer_service",

@@ -173,6 +173,9 @@ class CustomerServiceSettings(BaseModel):
         300, ge=50, description="each source is shortened to this many characters in the prompt, at a sentence"
     )
     answer_chars: int = Field(300, ge=50, le=4000, description="retrieved answers are shortened the same way")
+    citation_bias: float = Field(
+        2.0, ge=0, le=10, description="logit bias on the citation bracket until the answer cites (chosen on validation)"
+    )
     session_window: int = Field(8, ge=1, le=100)
     session_ttl_s: float = Field(86_400, gt=0)
 

@@ -163,6 +163,10 @@ def main() -> None:
     ap.add_argument("--dialogues", type=int, default=48, help="multi-turn dialogues (>= 40)")
     ap.add_argument("--home", type=Path, default=None, help="kgnlp home with the models (default KGNLP_HOME)")
     ap.add_argument("--engine", default="auto", choices=("auto", "llama.cpp", "torch"))
+    ap.add_argument("--citation-bias", type=float, default=None, help="default: the service's setting")
+    ap.add_argument("--split", default="test", choices=("test", "validation"),
+                    help="validation: queries and dialogues from the training part (for choosing settings); "
+                    "test: the held-out part (report these, once)")  # fmt: skip
     args = ap.parse_args()
     src = args.data / "Bitext_Sample_Customer_Support_Training_Dataset.csv"
     if not src.is_file():
@@ -197,14 +201,16 @@ def main() -> None:
     intent_acc = sum(p.intent == r["intent"] for p, r in zip(preds, test, strict=True)) / len(test)
     retriever = training_corpus(train, as_embedder(st, home))  # the corpus the adapter's prompts used
     settings = load_settings(home=home, models={"engine": args.engine})
+    bias = settings.customer_service.citation_bias if args.citation_bias is None else args.citation_bias
     generator, detail = load_generator(settings, cache)
     print(f"built in {time.perf_counter() - t0:.0f} s: {len(train)} train rows, {len(test)} held out; generator "
           f"{detail['engine']} {detail['quantization']}, adapters {detail['adapters']}", file=sys.stderr)  # fmt: skip
     adapter = "customer_service" if "customer_service" in generator.adapter_names() else None
     profile = CompanyProfile.load(DATA_DIR / "company.yaml")
     rng = random.Random(args.seed)
-    queries = rng.sample(test, min(args.gen_queries, len(test)))
-    dialogues = build_dialogues(test, args.dialogues, args.seed)
+    pool = test if args.split == "test" else train
+    queries = rng.sample(pool, min(args.gen_queries, len(pool)))
+    dialogues = build_dialogues(pool, args.dialogues, args.seed)
     queue = GenerationQueue(generator, max_concurrent=1, max_waiting=4, timeout_s=600)
     single: dict[str, dict] = {}
     multi: dict[str, dict] = {}
@@ -212,7 +218,8 @@ def main() -> None:
         sessions = SessionStore(f"sqlite:///{tmp}/s.sqlite").open()
         for name, mode in (("retrieval-only", "retrieve"), ("LLM (default)", "auto")):
             pipeline = CustomerServicePipeline(clf, sessions, profile, retriever=retriever, generation=queue,
-                                               adapter="customer_service", answer_mode=mode)  # type: ignore[arg-type]  # fmt: skip
+                                               adapter="customer_service", answer_mode=mode,  # type: ignore[arg-type]
+                                               citation_bias=bias)  # fmt: skip
             single[name] = asyncio.run(single_turn(name, pipeline, queries, args.stream_queries))
             multi[name] = asyncio.run(multi_turn(name, pipeline, dialogues))
             print(f"{name}: done", file=sys.stderr)
@@ -223,7 +230,8 @@ def main() -> None:
         sessions.close()
     base_rate, adapter_rate = adapter_speed(generator, prompts, adapter) if adapter else (float("nan"),) * 2
     print(f"\nCPU: {cpu_key()}; generator: {detail['engine']} ({detail['quantization']}), adapter: {adapter}")
-    print(f"Bitext held-out split (seed {args.seed}): intent accuracy {intent_acc:.3f} on {len(test)} queries")
+    print(f"Bitext split (seed {args.seed}): intent accuracy {intent_acc:.3f} on {len(test)} held-out queries; "
+          f"queries and dialogues below from the {args.split} part")  # fmt: skip
     print("\nSingle turn (held-out queries)\n| config | queries | ROUGE-L (short refs) | self-grounded | leak "
           "| fallbacks | answer p50 s | answer p95 s | TTFT p50 ms |\n" + "|---" * 9 + "|")  # fmt: skip
     for name, r in single.items():
@@ -238,8 +246,9 @@ def main() -> None:
               f"| {r['self_grounded']:.3f} | {r['by_kind']} |")  # fmt: skip
     print(f"\nDecode with/without the adapter: {adapter_rate:.1f} / {base_rate:.1f} tok/s")
     cmd = f".venv/bin/python benchmarks/customer_service.py --gen-queries {args.gen_queries} "
-    cmd += f"--dialogues {args.dialogues} --seed {args.seed}"
+    cmd += f"--dialogues {args.dialogues} --seed {args.seed} --split {args.split}"
     cmd += f" --engine {args.engine}" if args.engine != "auto" else ""
+    cmd += f" --citation-bias {args.citation_bias}" if args.citation_bias is not None else ""
     print(f"command: {cmd}")
     r, llm, m = single["retrieval-only"], single["LLM (default)"], multi["LLM (default)"]
     print(
@@ -247,7 +256,8 @@ def main() -> None:
         f"wrong_escalations={m['wrong_escalations']} self_grounded={m['self_grounded']:.3f} "
         f"rouge_l={llm['rougeL']:.3f} retrieval_rouge_l={r['rougeL']:.3f} p50_s={llm['p50']:.2f} "
         f"p95_s={llm['p95']:.2f} ttft_ms={1000 * llm['ttft_p50']:.0f} "
-        f"adapter_speed_ratio={adapter_rate / base_rate:.2f} intent_acc={intent_acc:.3f} engine={detail['engine']}"
+        f"adapter_speed_ratio={adapter_rate / base_rate:.2f} intent_acc={intent_acc:.3f} engine={detail['engine']} "
+        f"citation_bias={bias}"
     )
 
 

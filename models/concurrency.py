@@ -110,7 +110,7 @@ class GenerationQueue:
         """Queue one request and return its result (or raise ``OverloadedError``)."""
         self._admit()
         deadline = time.monotonic() + self.timeout_s
-        if self.max_batch > 1 and params.temperature == 0:
+        if self.max_batch > 1 and params.temperature == 0 and not params.citation_bias:
             return await asyncio.to_thread(self._batched, _Job(messages, params, adapter), deadline)
 
         def work() -> GenerationResult:

@@ -15,7 +15,7 @@ from kgnlp.errors import KgnlpError, ValidationError
 from models.adapters import BASE, AdapterSet
 from models.loading import LOAD_TIME, Quantization
 
-__all__ = ["ChatMessage", "GenerationParams", "GenerationResult", "Generator", "LocalGenerator"]
+__all__ = ["ChatMessage", "GenerationParams", "GenerationResult", "Generator", "LocalGenerator", "citation_bracket"]
 
 Role = Literal["system", "user", "assistant"]
 
@@ -28,13 +28,19 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """Decoding parameters. ``temperature == 0`` means greedy."""
+    """Decoding parameters. ``temperature == 0`` means greedy.
+
+    ``citation_bias`` is added to the logit of the citation bracket (`` [``) until the answer has
+    opened one: a grounded answer then cites a source where the model itself rates a citation
+    as likely; which source, and where, stays the model's choice (0: off).
+    """
 
     max_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    citation_bias: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -351,8 +357,12 @@ class LocalGenerator:
             if params.seed is not None:  # a generator of its own: reproducible whatever else runs
                 rng = torch.Generator(device=device).manual_seed(params.seed)
 
+        bracket = citation_bracket(self.tokenizer) if params.citation_bias else None
+        cited = False
+
         def step(previous: int | None) -> int:
-            nonlocal history
+            nonlocal history, cited
+            cited = cited or (previous is not None and previous == bracket)
             with torch.inference_mode():
                 if previous is None:
                     feed = history
@@ -362,6 +372,8 @@ class LocalGenerator:
                         history = torch.cat([history, feed], dim=1)
                 out = model(input_ids=feed, use_cache=True, logits_to_keep=1, **{cache_arg: cache}, **extra)
                 logits = out.logits[:, -1, :].float()
+                if bracket is not None and not cited:
+                    logits[:, bracket] += params.citation_bias
                 if not warpers:
                     return int(logits.argmax(dim=-1))
                 for warp in warpers:
@@ -371,6 +383,12 @@ class LocalGenerator:
 
         with routing:
             yield step
+
+
+def citation_bracket(tokenizer: Any) -> int | None:
+    """The token id of `` [`` (how a citation opens after a word), when it is one token."""
+    ids = tokenizer.encode(" [", add_special_tokens=False)
+    return int(ids[0]) if len(ids) == 1 else None
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

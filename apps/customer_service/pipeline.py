@@ -185,6 +185,8 @@ class CustomerServicePipeline:
             or step (None: whole).
         answer_chars: a retrieved answer is cut to this many characters, the same way.
         facts: knowledge-graph facts added to the sources (``hybrid+graph`` retrievers).
+        citation_bias: added to the citation bracket's logit until the answer cites
+            (``GenerationParams.citation_bias``).
     """
 
     def __init__(
@@ -204,6 +206,7 @@ class CustomerServicePipeline:
         source_chars: int | None = 300,
         answer_chars: int = 300,
         facts: int = 1,
+        citation_bias: float = 0.0,
     ) -> None:
         self.intents = intents
         self.sessions = sessions
@@ -220,6 +223,7 @@ class CustomerServicePipeline:
         self.source_chars = source_chars
         self.answer_chars = answer_chars
         self.facts = facts
+        self.citation_bias = citation_bias
 
     @property
     def active_adapter(self) -> str | None:
@@ -335,7 +339,7 @@ class CustomerServicePipeline:
         """Answer one customer message in a session."""
         conv, result, evidence = await self.prepare(session_id, message)
         if result.mode != "handoff" and evidence and self.generates:
-            params = GenerationParams(max_tokens=self.max_tokens)
+            params = GenerationParams(max_tokens=self.max_tokens, citation_bias=self.citation_bias)
             try:
                 gen = await asyncio.wait_for(
                     self.generation.generate(self._prompt(conv, message, evidence), params, self.active_adapter),
@@ -365,7 +369,7 @@ class CustomerServicePipeline:
 
         async def deltas() -> AsyncIterator[str]:
             if result.mode != "handoff" and evidence and self.generates:
-                params = GenerationParams(max_tokens=self.max_tokens)
+                params = GenerationParams(max_tokens=self.max_tokens, citation_bias=self.citation_bias)
                 pieces: list[str] = []
                 pending = ""
                 try:

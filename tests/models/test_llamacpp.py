@@ -109,7 +109,7 @@ def test_merged_adapter_shifts_the_logits_as_peft_does(gguf_file: Path, generato
                                        tokenize=True, return_dict=False))  # fmt: skip
 
     def llama_logits(path: Path) -> np.ndarray:
-        llm = Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
+        llm = Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False, logits_all=True)
         llm.eval(ids)
         logits = np.array(llm.scores[len(ids) - 1])
         llm.close()
@@ -162,3 +162,39 @@ def test_engine_choice_is_cached_per_cpu(tmp_path: Path, model_home: Path, monke
     record["engines_installed"] = ["torch"]  # chosen before llama.cpp was installed
     (tmp_path / engine.ENGINE_FILE).write_text(json.dumps(record))
     assert engine.cached_choice(tmp_path) is None
+
+
+SYSTEM = ChatMessage("system", "You are a support assistant. Answer briefly.")
+
+
+def test_the_same_request_gives_the_same_text_whatever_ran_before(gen: Any) -> None:
+    """The system prompt's KV cache is computed once, alone, and reused: every request takes
+    the same path, so the answer does not depend on the requests before it."""
+    params = GenerationParams(max_tokens=24)
+    ask, other = [SYSTEM, ChatMessage("user", "Name a colour.")], [SYSTEM, ChatMessage("user", "Name a fruit.")]
+    first = gen.generate(ask, params)
+    assert gen._evaluated  # the system prompt is cached
+    gen.generate(other, params)
+    gen.generate([ChatMessage("user", "Hi")], params)  # no system message: a full prefill
+    assert gen.generate(ask, params) == first
+    assert "".join(gen.stream(ask, params)) == first.text
+
+
+@pytest.mark.parametrize("engine", ["llama.cpp", "torch"])
+def test_citation_bias_reaches_the_decoder_of_both_engines(gen: Any, local_generator: Any, engine: str) -> None:
+    g = gen if engine == "llama.cpp" else local_generator
+    messages = [SYSTEM, ChatMessage("user", "<sources>\n[1] Track your order in Order History.\n</sources>\n"
+                                            "<customer>\nwhere is my order?\n</customer>")]  # fmt: skip
+    plain = g.generate(messages, GenerationParams(max_tokens=8)).text
+    forced = g.generate(messages, GenerationParams(max_tokens=8, citation_bias=50.0)).text
+    assert not plain.startswith(" [") and forced.startswith(" ["), (plain, forced)
+
+
+def test_the_citation_nudge_stops_once_a_citation_is_open() -> None:
+    from models.llamacpp import _CitationNudge
+
+    nudge = _CitationNudge(bracket=7, bias=2.0, prompt_len=3)
+    scores = nudge(np.array([7, 1, 2]), np.zeros(10, np.float32))  # a bracket in the prompt does not count
+    assert scores[7] == 2.0 and scores.sum() == 2.0
+    scores = nudge(np.array([7, 1, 2, 5, 7, 4]), np.zeros(10, np.float32))  # the answer opened one
+    assert not scores.any()
