@@ -55,7 +55,9 @@ def ship(run_dir: Path, out: Path = SHIPPED) -> dict[str, Any]:
             for k, v in load_file(str(adapter / "adapter_model.safetensors")).items()
         }
         save_file(weights, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-        shutil.copy(adapter / "adapter_config.json", tmp / "adapter_config.json")
+        adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+        adapter_config["base_model_name_or_path"] = run_config.get("model")  # a catalog name, not this machine's path
+        (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
         record = {
             "base_model": run_config.get("model"),
             "run_config": run_config,
