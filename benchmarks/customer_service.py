@@ -98,7 +98,7 @@ async def single_turn(name: str, pipeline: Any, queries: list[dict[str, str]], s
 
 async def multi_turn(name: str, pipeline: Any, dialogues: list[Any]) -> dict[str, Any]:
     intent_ok = slot_ok = slot_used = slot_turns = use_turns = wrong_esc = missed_esc = 0
-    later = grounded = answered = 0
+    later = grounded = answered = generated = 0
     by_kind: dict[str, list[int]] = {}
     for i, d in enumerate(dialogues):
         session = f"{name}-d{i}"
@@ -124,6 +124,7 @@ async def multi_turn(name: str, pipeline: Any, dialogues: list[Any]) -> dict[str
             if not result.escalate and not turn.escalate:
                 answered += 1
                 grounded += self_cited(result, turn.intent)
+                generated += result.mode == "generated"
     return {
         "dialogues": len(dialogues),
         "turns": later,
@@ -133,6 +134,7 @@ async def multi_turn(name: str, pipeline: Any, dialogues: list[Any]) -> dict[str
         "wrong_escalations": wrong_esc,
         "missed_escalations": missed_esc,
         "self_grounded": grounded / max(1, answered),
+        "generated": generated / max(1, answered),
         "by_kind": {k: round(v[0] / v[1], 3) for k, v in sorted(by_kind.items())},
     }
 
@@ -238,12 +240,12 @@ def main() -> None:
         print(f"| {name} | {r['queries']} | {r['rougeL']:.3f} | {r['self_grounded']:.3f} | {r['leak']:.3f} "
               f"| {r['fallbacks']} | {r['p50']:.2f} | {r['p95']:.2f} | {1000 * r['ttft_p50']:.0f} |")  # fmt: skip
     print("\nMulti-turn (turns after the first)\n| config | dialogues | turns | intent | slot capture | slot use "
-          "| wrong escalations | missed escalations | self-grounded | intent by kind |")  # fmt: skip
-    print("|---" * 10 + "|")
+          "| wrong escalations | missed escalations | self-grounded | by the LLM | intent by kind |")  # fmt: skip
+    print("|---" * 11 + "|")
     for name, r in multi.items():
         print(f"| {name} | {r['dialogues']} | {r['turns']} | {r['followup_intent']:.3f} | {r['slot_capture']:.3f} "
               f"| {r['slot_use']:.3f} | {r['wrong_escalations']} | {r['missed_escalations']} "
-              f"| {r['self_grounded']:.3f} | {r['by_kind']} |")  # fmt: skip
+              f"| {r['self_grounded']:.3f} | {r['generated']:.3f} | {r['by_kind']} |")  # fmt: skip
     print(f"\nDecode with/without the adapter: {adapter_rate:.1f} / {base_rate:.1f} tok/s")
     cmd = f".venv/bin/python benchmarks/customer_service.py --gen-queries {args.gen_queries} "
     cmd += f"--dialogues {args.dialogues} --seed {args.seed} --split {args.split}"
