@@ -262,10 +262,12 @@ def test_openai_client_talks_to_the_customer_service_model(service: Any) -> None
     r = client.chat.completions.create(model="customer-service", messages=q, user="oa-1")  # type: ignore[arg-type]
     extra = r.model_extra["kgnlp"]  # type: ignore[index]
     assert extra["intent"] == "get_refund" and extra["citations"] and r.choices[0].message.content
+    assert extra["mode"] == "generated" and not extra["fallback"]  # written by the LLM, out of the box
     chunks = list(client.chat.completions.create(model="customer-service", messages=q, user="oa-2", stream=True))  # type: ignore[call-overload]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip() == r.choices[0].message.content.strip()  # type: ignore[union-attr]
     assert chunks[-1].model_extra["kgnlp"]["intent"] == "get_refund"  # type: ignore[index]
+    assert chunks[-1].model_extra["kgnlp"]["mode"] == "generated"  # type: ignore[index]
 
 
 def test_chat_page_is_served(service: Any) -> None:
