@@ -320,7 +320,8 @@ def test_a_two_turn_slot_fill_continues_the_open_intent(service: Any) -> None:
 def test_a_cap_sized_hostile_message_is_answered_quickly_while_the_server_stays_live(service: Any) -> None:
     import threading
 
-    message = ("order " + " " * 900 + "ORD-1234 " * 40 + "\t" * 900 + "{{ %a , . ")[:4000]
+    message = ("order " + " " * 900 + "ORD-1234 " * 40 + "\t" * 900 + "{{ %a , . " * 200)[:4000]
+    assert len(message) == 4000  # the field's cap
     live: list[float] = []
 
     def probe() -> None:
@@ -335,7 +336,7 @@ def test_a_cap_sized_hostile_message_is_answered_quickly_while_the_server_stays_
     took = time.perf_counter() - t0
     thread.join()
     assert r.status_code == 200 and r.json()["answer"], r.text
-    assert took < 8.0, took  # slot patterns are linear; the rest is one short generation
+    assert took < 4.0, took  # slot patterns are linear; the rest is one short generation (~2 s)
     assert max(live) < 1.0, live
 
 
