@@ -136,7 +136,12 @@ def extract_slots(text: str, expecting: str | None = None) -> dict[str, str]:
     else:
         without_email = text
     invoice = _id(_INVOICE.search(without_email))
-    order = _id(_ORDER.search(without_email)) or (None if invoice else _id(_HASH_ID.search(without_email)))
+    order = _id(_ORDER.search(without_email))
+    if not order and not invoice and (hashed := _id(_HASH_ID.search(without_email))):
+        if expecting == "invoice_id":  # "#A77-10293" while an invoice is asked for
+            invoice = hashed
+        else:
+            order = hashed
     if order:
         slots["order_id"] = order
     if invoice:

@@ -293,11 +293,11 @@ def test_the_default_service_answers_with_the_shipped_adapter_on_the_llm(service
     """The default path: the shipped ``customer_service`` adapter is loaded, answers are generated
     by the LLM, grounded on cited sources (passages, and the retail graph's facts in the prompt)."""
     ready = httpx.get(f"{service.url}/health/ready").json()
-    cs, gen = ready["components"]["customer_service"]["detail"], ready["components"]["generator"]["detail"]
+    cs, gen = ready["components"]["customer_service"], ready["components"]["generator"]
     assert cs["adapter"] == "customer_service" and cs["answers"] == "generated"
     assert "customer_service" in gen["adapters"] and gen["engine"] in ("llama.cpp", "torch")
     assert gen["cpu"]["model"] and isinstance(gen["cpu"]["isa"], list)
-    assert "hybrid+graph" in ready["components"]["retrieval"]["detail"]["corpora"]["retail"]["modes"]
+    assert "hybrid+graph" in ready["components"]["retrieval"]["corpora"]["retail"]["modes"]
     body = _ask(service, "llm-1", "How can I track my order?")
     assert body["mode"] == "generated" and not body["fallback"] and body["intent"] == "track_order"
     assert re.search(r"\[\d\]", body["answer"]) and body["citations"]

@@ -45,8 +45,8 @@ def test_sigterm_lets_the_running_generation_finish_then_exits(model_home: Path,
         result: dict[str, object] = {}
 
         def ask() -> None:
-            body = {"model": "smollm2-135m-instruct", "max_tokens": 48, "temperature": 0,
-                    "messages": [{"role": "user", "content": "Write two sentences about the sea."}]}  # fmt: skip
+            body = {"model": "smollm2-135m-instruct", "max_tokens": 600, "temperature": 0,
+                    "messages": [{"role": "user", "content": "Write a long story about the sea."}]}  # fmt: skip
             r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
             result["done_at"] = time.monotonic()
             result["status"] = r.status_code
@@ -54,7 +54,7 @@ def test_sigterm_lets_the_running_generation_finish_then_exits(model_home: Path,
 
         t = threading.Thread(target=ask)
         t.start()
-        time.sleep(1.0)  # the generation is running now (48 tokens take seconds on this CPU)
+        time.sleep(1.0)  # the generation is running now (600 tokens take seconds, llama.cpp included)
         assert "status" not in result, "the generation finished before the signal: the test proves nothing"
         sent_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)

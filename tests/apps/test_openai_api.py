@@ -11,7 +11,7 @@ import openai
 import pytest
 
 BASE = "smollm2-135m-instruct"
-Q = [{"role": "user", "content": "What is the capital of France?"}]
+Q = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,9 @@ def client(service: Any) -> openai.OpenAI:
 
 
 def test_models_list_through_the_client(client: openai.OpenAI) -> None:
-    assert [m.id for m in client.models.list()] == [BASE, f"{BASE}:alpha", "customer-service"]
+    assert [m.id for m in client.models.list()] == [
+        BASE, f"{BASE}:alpha", f"{BASE}:customer_service", "customer-service"
+    ]  # fmt: skip
 
 
 def test_non_streaming_completion(client: openai.OpenAI) -> None:
@@ -117,7 +119,7 @@ def test_admin_hot_loads_and_unloads_adapters(service: Any, generator_path: Any,
     from tests.models.test_adapters import _make_adapter
 
     url = f"{service.url}/admin/adapters"
-    assert httpx.get(url).json()["available"] == ["alpha"]
+    assert httpx.get(url).json()["available"] == ["alpha", "customer_service"]
     path = _make_adapter(generator_path, tmp_path / "delta", seed=4)
     r = httpx.post(url, json={"name": "delta", "path": str(path)}, timeout=120)
     assert r.status_code == 201 and "delta" in r.json()["loaded"]
@@ -125,7 +127,7 @@ def test_admin_hot_loads_and_unloads_adapters(service: Any, generator_path: Any,
     assert f"{BASE}:delta" in ids
     body = {"model": f"{BASE}:delta", "messages": Q, "max_tokens": 6}
     assert httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=60).status_code == 200
-    assert httpx.delete(f"{url}/delta").json()["available"] == ["alpha"]
+    assert httpx.delete(f"{url}/delta").json()["available"] == ["alpha", "customer_service"]
     assert httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=60).status_code == 404
     bad = httpx.post(url, json={"name": "x", "path": str(tmp_path)})
     assert bad.status_code == 404 and "adapter_config.json" in bad.json()["error"]["message"]
@@ -139,8 +141,8 @@ def test_concurrent_requests_wait_their_turn_and_keep_their_own_answers(client: 
     from concurrent.futures import ThreadPoolExecutor
 
     asks = [
-        (BASE, "What is the capital of France?"),
-        (f"{BASE}:alpha", "What is the capital of France?"),
+        (BASE, "What is the capital of France? Answer in one word."),
+        (f"{BASE}:alpha", "What is the capital of France? Answer in one word."),
         (BASE, "Name a primary colour."),
     ]
 

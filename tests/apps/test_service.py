@@ -52,6 +52,7 @@ def test_models_list_is_openai_shaped(server: str) -> None:
     assert [m["id"] for m in body["data"]] == [
         "smollm2-135m-instruct",
         "smollm2-135m-instruct:alpha",
+        "smollm2-135m-instruct:customer_service",  # shipped, installed by `kgnlp cs setup`
         "customer-service",
     ]
     assert all(m["object"] == "model" for m in body["data"])
