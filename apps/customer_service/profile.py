@@ -12,8 +12,8 @@ from kgnlp.errors import ConfigurationError
 __all__ = ["PLACEHOLDER", "CompanyProfile"]
 
 PLACEHOLDER = re.compile(r"\{\{\s*([^{}]{1,80}?)\s*\}\}")
-# The Bitext answers also carry literal ids of *other* customers (9+ digits); never echo them.
-_DATASET_ID = re.compile(r"(#\s?)?\b\d{9,}\b")
+# The Bitext answers also carry literal ids of *other* customers (7+ digits); never echo them.
+_DATASET_ID = re.compile(r"(#\s?)?\b\d{7,}\b")
 # Generators also write placeholders as "[Customer Support Phone Number]": filled when known.
 _BRACKETED = re.compile(r"\[([A-Z][A-Za-z ]{2,60})\]")
 _ANONYMIZED = re.compile(r"\b(?:order|purchase|invoice|bill|account|tracking)\b.*\banonymized$", re.IGNORECASE)

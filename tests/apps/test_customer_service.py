@@ -226,7 +226,7 @@ def test_grounded_answer_with_citations_intent_and_slots(service: Any) -> None:
     assert body["citations"] and body["citations"][0]["intent"] == "track_order"
     assert re.search(r"\[\d\]", body["answer"]) and "{{" not in body["answer"]
     assert body["slots"]["order_id"] == "ORD-77812"
-    assert not re.search(r"\d{9,}", body["answer"])  # no other customer's order number
+    assert not re.search(r"\d{7,}", body["answer"])  # no other customer's order number
     follow = _ask(service, "t-1", "can you check the delivery status again")
     assert follow["slots"]["order_id"] == "ORD-77812"  # remembered across turns
 
