@@ -18,7 +18,7 @@ from typing import Any
 from kgnlp.errors import ConfigurationError, NotFoundError, ValidationError
 from kgnlp.files import atomic_dir
 
-__all__ = ["BASE", "AdapterSet", "merge_and_export", "read_adapter_config"]
+__all__ = ["BASE", "AdapterSet", "adapter_folders", "merge_and_export", "read_adapter_config"]
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -35,6 +35,13 @@ def read_adapter_config(path: Path) -> dict[str, Any]:
     if cfg.get("peft_type") != "LORA":
         raise ValidationError(f"{cfg_file}: peft_type {cfg.get('peft_type')!r} is not supported (LORA only)")
     return cfg
+
+
+def adapter_folders(root: Path) -> list[Path]:
+    """The peft adapter folders directly under ``root`` (none when it does not exist), by name."""
+    if not Path(root).is_dir():
+        return []
+    return [sub for sub in sorted(Path(root).iterdir()) if (sub / "adapter_config.json").is_file()]
 
 
 class AdapterSet:
@@ -90,13 +97,10 @@ class AdapterSet:
 
     def register_directory(self, root: Path) -> list[str]:
         """Register every adapter folder under ``root`` by its folder name."""
-        found = []
-        if Path(root).is_dir():
-            for sub in sorted(Path(root).iterdir()):
-                if (sub / "adapter_config.json").is_file():
-                    self.register(sub.name, sub)
-                    found.append(sub.name)
-        return found
+        found = adapter_folders(root)
+        for sub in found:
+            self.register(sub.name, sub)
+        return [sub.name for sub in found]
 
     def available(self) -> list[str]:
         return sorted(self._paths)

@@ -15,7 +15,15 @@ from kgnlp.errors import KgnlpError, ValidationError
 from models.adapters import BASE, AdapterSet
 from models.loading import LOAD_TIME, Quantization
 
-__all__ = ["ChatMessage", "GenerationParams", "GenerationResult", "Generator", "LocalGenerator", "citation_bracket"]
+__all__ = [
+    "ChatMessage",
+    "GenerationParams",
+    "GenerationResult",
+    "Generator",
+    "LocalGenerator",
+    "chat_prompt_ids",
+    "citation_bracket",
+]
 
 Role = Literal["system", "user", "assistant"]
 
@@ -147,13 +155,7 @@ class LocalGenerator:
     # --- internals ------------------------------------------------------------------------------
 
     def _prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
-        if not messages:
-            raise ValidationError("messages must not be empty")
-        ids: list[int] = self.tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in messages], add_generation_prompt=True, tokenize=True,
-            return_dict=False,
-        )  # fmt: skip
-        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        return chat_prompt_ids(self.tokenizer, messages)
 
     def _batch(self, conversations: Sequence[Sequence[ChatMessage]]) -> dict[str, Any]:
         import torch
@@ -383,6 +385,21 @@ class LocalGenerator:
 
         with routing:
             yield step
+
+
+def chat_prompt_ids(tokenizer: Any, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> list[int]:
+    """The token ids of ``messages`` in the model's chat template (what every engine decodes from).
+
+    Raises:
+        ValidationError: no messages.
+    """
+    if not messages:
+        raise ValidationError("messages must not be empty")
+    ids = tokenizer.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in messages], add_generation_prompt=add_generation_prompt,
+        tokenize=True, return_dict=False,
+    )  # fmt: skip
+    return list(ids["input_ids"] if isinstance(ids, dict) else ids)
 
 
 def citation_bracket(tokenizer: Any) -> int | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kgnlp.errors import KgnlpError, ModelUnavailableError, NotFoundError, ValidationError
-from models.generation import ChatMessage, GenerationParams, GenerationResult, citation_bracket
+from models.generation import ChatMessage, GenerationParams, GenerationResult, chat_prompt_ids, citation_bracket
 
 __all__ = ["GgufAdapters", "LlamaCppGenerator", "llama_cpp_available"]
 
@@ -83,13 +83,12 @@ class GgufAdapters:
 
     def register_directory(self, root: Path) -> list[str]:
         """Register every adapter folder below ``root`` (one level), by folder name."""
-        names = []
-        if Path(root).is_dir():
-            for d in sorted(Path(root).iterdir()):
-                if (d / "adapter_config.json").is_file():
-                    self.register(d.name, d)
-                    names.append(d.name)
-        return names
+        from models.adapters import adapter_folders
+
+        found = adapter_folders(root)
+        for d in found:
+            self.register(d.name, d)
+        return [d.name for d in found]
 
     def available(self) -> list[str]:
         return sorted(self._paths)
@@ -224,23 +223,13 @@ class LlamaCppGenerator:
             self.base.close()
 
     def _prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
-        if not messages:
-            raise ValidationError("messages must not be empty")
-        ids = self.tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in messages], add_generation_prompt=True, tokenize=True,
-            return_dict=False,
-        )  # fmt: skip
-        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        return chat_prompt_ids(self.tokenizer, messages)
 
     def _fixed_prefix(self, messages: Sequence[ChatMessage], ids: list[int]) -> int:
         """How many leading tokens are the system message (the same in every request of an app)."""
         if len(messages) < 2 or messages[0].role != "system":
             return 0
-        head = self.tokenizer.apply_chat_template(
-            [{"role": "system", "content": messages[0].content}], add_generation_prompt=False, tokenize=True,
-            return_dict=False,
-        )  # fmt: skip
-        head = list(head["input_ids"] if isinstance(head, dict) else head)
+        head = chat_prompt_ids(self.tokenizer, messages[:1], add_generation_prompt=False)
         return len(head) if ids[: len(head)] == head and len(head) < len(ids) - 1 else 0
 
     def _reuse_prefix(self, model: Any, ids: list[int], prefix: int) -> None:
