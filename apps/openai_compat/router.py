@@ -176,7 +176,7 @@ async def _customer_service(body: ChatCompletionRequest, services: Any) -> Any:
 
     from apps.customer_service.schemas import SESSION_ID
 
-    if body.user is not None and not re.match(SESSION_ID, body.user):
+    if body.user is not None and not re.fullmatch(SESSION_ID, body.user):  # `$` alone lets "id\n" through
         raise ValidationError(
             "user: the customer-service model uses it as the session id: 1-128 of letters, digits, . _ : -"
         )

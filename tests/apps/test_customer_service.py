@@ -380,3 +380,9 @@ def test_a_customer_service_adapter_can_be_unloaded_and_loaded_at_run_time(servi
     assert pipeline.active_adapter == "customer_service" and pipeline.generates
     body = _ask(service, "hot-1", "I want to track my order")
     assert body["intent"] == "track_order" and body["citations"] and body["mode"] == "generated"
+
+
+def test_a_session_id_with_a_trailing_newline_is_refused(service: Any) -> None:
+    body = {"model": "customer-service", "user": "victim-1\n", "messages": [{"role": "user", "content": "hi"}]}
+    r = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=30)
+    assert r.status_code == 422 and "user" in r.json()["error"]["message"]
