@@ -11,7 +11,6 @@ needs no llama.cpp build.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from kgnlp.errors import ValidationError
 
-__all__ = ["GGUF_NAMES", "merge_lora_into_gguf"]
+__all__ = ["GGUF_NAMES", "adapter_fingerprint", "lora_deltas", "merge_lora_into_gguf"]
 
 # peft target module → llama.cpp tensor name (llama architecture)
 GGUF_NAMES = {
@@ -169,8 +168,3 @@ def adapter_fingerprint(adapter_dir: Path) -> str:
         if p.is_file():
             h.update(p.read_bytes())
     return h.hexdigest()[:16]
-
-
-def describe(adapter_dir: Path) -> dict[str, Any]:
-    """The adapter's config (for reports)."""
-    return json.loads((Path(adapter_dir) / "adapter_config.json").read_text())

@@ -1,7 +1,8 @@
 """The llama.cpp generator: a GGUF base decoded by llama.cpp (llama-cpp-python) in this process.
 
-On a 2-core CPU llama.cpp decodes SmolLM2-135M's Q4_1 GGUF several times faster than the torch
-path (3.4x on an AVX2-only EPYC, see benchmarks/generation.py), with no AVX-512 needed. Adapters
+On a 2-core CPU llama.cpp decodes SmolLM2-135M's Q4_1 GGUF faster than the torch path with no
+AVX-512 needed (71 vs 37.5 tok/s for torch int4 on an AVX-512 EPYC in benchmarks/generation.py;
+the torch path falls further behind on AVX2-only CPUs). Adapters
 are merged into their own GGUF copy (``models.gguf_merge``), so decoding with an adapter runs at
 the base's speed; each loaded adapter is one more llama.cpp model in memory (~150 MB for
 SmolLM2), least recently used first out. Prompts are tokenized with the HF tokenizer's chat
@@ -98,13 +99,18 @@ class GgufAdapters:
 
     def merged_path(self, name: str) -> Path:
         """The merged GGUF of adapter ``name`` (built when missing or stale)."""
+        from filelock import FileLock
+
         from models.gguf_merge import adapter_fingerprint, merge_lora_into_gguf
 
         path = self._paths[name]
         base_id = hashlib.sha256(f"{self.base.resolve()}:{self.base.stat().st_size}".encode()).hexdigest()[:8]
         out = self.cache_dir / f"{name}-{base_id}-{adapter_fingerprint(path)}.gguf"
         if not out.is_file():
-            merge_lora_into_gguf(self.base, path, out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(out) + ".lock"):  # workers and replicas on one KGNLP_HOME merge once
+                if not out.is_file():
+                    merge_lora_into_gguf(self.base, path, out)
         return out
 
     def model(self, name: str) -> Any:
@@ -129,7 +135,6 @@ class GgufAdapters:
         if the new one fails to merge or load."""
         previous = self._paths.get(name)
         old_model = self._models.pop(name, None)
-        self._paths[name] = Path(path)
         try:
             self.register(name, path)
             self.model(name)
