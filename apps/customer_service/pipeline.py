@@ -307,8 +307,7 @@ class CustomerServicePipeline:
         elif not evidence:
             draft.answer = self.profile.fill(HANDOFF["low_confidence"], slots)
         else:
-            best = next(e for e in evidence if getattr(e, "kind", "passage") == "passage") if any(
-                getattr(e, "kind", "passage") == "passage" for e in evidence) else evidence[0]  # fmt: skip
+            best = next((e for e in evidence if getattr(e, "kind", "passage") == "passage"), evidence[0])
             text = self.profile.fill(best.text, slots)
             draft.answer = confirm_details(f"{concise(text, self.answer_chars)} [{best.citation}]", new)
         return conv, draft, evidence
@@ -414,6 +413,7 @@ class CustomerServicePipeline:
 
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]{0,20}(?:\s[^<>]{0,200})?/?>")
 _CODE_BLOCK = re.compile(r"<(script|style)\b[^<>]{0,200}>.*?(?:</\1\s*>|$)", re.IGNORECASE | re.DOTALL)
+_BLOCK_START = re.compile(r"<(script|style)\b", re.IGNORECASE)
 
 
 def plain_text(text: str, strip: bool = True) -> str:
@@ -425,10 +425,23 @@ def plain_text(text: str, strip: bool = True) -> str:
     return text.strip() if strip else text
 
 
+def _open_block(text: str) -> int | None:
+    """Where the last ``<script``/``<style`` block of ``text`` opens, if it is not closed yet."""
+    starts = list(_BLOCK_START.finditer(text))
+    last = starts[-1] if starts else None
+    if last is None or re.search(rf"</{last.group(1)}\s*>", text[last.end() :], re.IGNORECASE):
+        return None
+    return last.start()
+
+
 def _split_at_open_markup(text: str) -> tuple[str, str]:
     """Split streamed text into what can be sent now and a tail that may still become a
-    placeholder (``{{…}}``) or a tag (``<…>``); a tail that grows past 200 characters is sent."""
+    placeholder (``{{…}}``) or a tag (``<…>``); a tail that grows past 200 characters is sent,
+    except an unclosed ``<script>``/``<style>`` block, held to its end (streamed like the whole
+    answer: the customer never reads its content)."""
     ready, tail = _split_at_open_placeholder(text)
+    if (block := _open_block(ready)) is not None:  # a script/style block: held whole, dropped by plain_text
+        return ready[:block], ready[block:] + tail
     start = ready.rfind("<")
     if start != -1 and ready.find(">", start) == -1 and len(ready) - start < 200:
         return ready[:start], ready[start:] + tail

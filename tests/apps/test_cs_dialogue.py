@@ -81,7 +81,8 @@ def test_concise_keeps_whole_sentences_and_steps() -> None:
     for row in rows:
         short = concise(row["response"], 300)
         assert short and len(short) <= 600
-        assert short.replace("\n", " ") in " ".join(segments(row["response"])) or short.endswith("…") or "\n" in short
+        if not short.endswith("…"):  # whole sentences and steps of the answer, nothing cut or made up
+            assert set(segments(short)) <= set(segments(row["response"])), short
         assert not short.rstrip().endswith(":")  # an announcement of steps that are not there
     long = "I understand. Here's how:\n\n1. Log in.\n2. Open Orders.\n3. Click Cancel.\n\n" + "More text. " * 40
     assert concise(long, 40) == "I understand.\n1. Log in.\n2. Open Orders."
@@ -90,6 +91,20 @@ def test_concise_keeps_whole_sentences_and_steps() -> None:
 def test_markup_is_removed_from_what_the_customer_reads() -> None:
     raw = '<script> document.write("x") </script><h1>Track Your Order</h1> <p>Open ```Orders``` [1].</p>'
     assert plain_text(raw) == "Track Your Order Open Orders [1]."
+
+
+@pytest.mark.parametrize("size", [3, 7, 50])
+def test_streamed_markup_never_reaches_the_customer_whatever_the_delta_size(size: int) -> None:
+    from apps.customer_service.pipeline import _split_at_open_markup
+
+    raw = 'Open Orders.<script> document.write("<h1>x") </script> <b>Then</b> <style>p{}</style>cancel. <script>var a'
+    sent, pending = [], ""
+    for i in range(0, len(raw), size):
+        ready, pending = _split_at_open_markup(pending + raw[i : i + size])
+        sent.append(plain_text(ready, strip=False))
+    sent.append(plain_text(pending, strip=False))
+    text = " ".join("".join(sent).split())
+    assert text == "Open Orders. Then cancel.", text
 
 
 def test_details_given_in_a_turn_are_confirmed_unless_the_answer_names_them() -> None:
