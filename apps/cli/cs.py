@@ -39,16 +39,21 @@ def setup(
     if not generator:
         return
     from apps.customer_service.adapter import install
+    from apps.settings import load_settings
+    from models.catalog import CATALOG
     from models.engine import choose_engine
 
     typer.echo(json.dumps({"adapter": install(home)}))
-    choice = choose_engine(home, force=force, report=lambda msg: typer.echo(msg, err=True))
+    name = load_settings(home=home).models.generator
+    if name not in CATALOG or CATALOG[name].gguf_file is None:  # a local or hub model: torch serves it
+        return
+    choice = choose_engine(home, name, force=force, report=lambda msg: typer.echo(msg, err=True))
     typer.echo(json.dumps({k: choice[k] for k in ("engine", "quantization", "tokens_per_s", "cpu_key")}))
     if choice["engine"] == "llama.cpp":  # merge the adapters into GGUF now, not at the first start
         from models.llamacpp import GgufAdapters
         from models.provision import ModelCache
 
-        adapters = GgufAdapters(ModelCache(home).gguf("smollm2-135m-instruct"), home / "gguf" / "merged", None)
+        adapters = GgufAdapters(ModelCache(home).gguf(name), home / "gguf" / "merged", None)
         for name in adapters.register_directory(home / "adapters"):
             typer.echo(json.dumps({"merged_gguf": str(adapters.merged_path(name))}))
 
