@@ -262,11 +262,19 @@ class LlamaCppGenerator:
             raise NotFoundError(f"adapter {adapter!r} is not registered; this generator has none")
         return self.adapters.model(adapter)
 
-    def _completion(self, model: Any, ids: list[int], prefix: int, params: GenerationParams, stream: bool) -> Any:
-        if len(ids) + params.max_tokens > self.n_ctx:
+    def check_fits(self, messages: Sequence[ChatMessage], params: GenerationParams) -> None:
+        """Raise ``ValidationError`` (422) naming the limit when prompt + ``max_tokens`` exceed the
+        context; a stream calls it before its first byte."""
+        self._check_fits(len(self._prompt_ids(messages)), params)
+
+    def _check_fits(self, prompt_tokens: int, params: GenerationParams) -> None:
+        if prompt_tokens + params.max_tokens > self.n_ctx:
             raise ValidationError(
-                f"prompt of {len(ids)} tokens + max_tokens {params.max_tokens} exceeds the context of {self.n_ctx}"
+                f"prompt of {prompt_tokens} tokens + max_tokens {params.max_tokens} exceeds the context of {self.n_ctx}"
             )
+
+    def _completion(self, model: Any, ids: list[int], prefix: int, params: GenerationParams, stream: bool) -> Any:
+        self._check_fits(len(ids), params)
         from llama_cpp import LogitsProcessorList
 
         greedy = params.temperature <= 0

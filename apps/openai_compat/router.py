@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -126,6 +127,8 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, r
         )
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    if (fits := getattr(services.generator, "check_fits", None)) is not None:
+        await asyncio.to_thread(fits, messages, params)  # too long for the context: 422 before any byte
     deltas = queue.stream(messages, params, adapter)  # a full queue raises here: 503 before any byte
     generator = services.generator
 

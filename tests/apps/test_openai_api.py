@@ -168,3 +168,14 @@ def test_concurrent_requests_wait_their_turn_and_keep_their_own_answers(client: 
     assert queue.max_batch == (4 if batching else 1)
     assert queue.batches == before + (1 if batching else 0)
     assert together == alone
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_prompt_over_the_context_is_refused_with_the_limit_named(service: Any, stream: bool) -> None:
+    messages = [{"role": "user", "content": ("refund , . " * 3200)[:32_000]}]  # ~10k tokens, over 2,048
+    r = httpx.post(f"{service.url}/v1/chat/completions", timeout=60,
+                   json={"model": BASE, "messages": messages, "max_tokens": 16, "stream": stream})  # fmt: skip
+    assert r.status_code == 422, r.text
+    assert "exceeds the context of 2048" in r.json()["error"]["message"]
+    ok = {"model": BASE, "messages": Q, "max_tokens": 4}  # the generator is fine afterwards
+    assert httpx.post(f"{service.url}/v1/chat/completions", json=ok, timeout=60).status_code == 200
