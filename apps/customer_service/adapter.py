@@ -17,11 +17,12 @@ from typing import Any
 
 from kgnlp.errors import NotFoundError
 from kgnlp.files import atomic_dir, sha256_file
+from models.gguf_merge import adapter_fingerprint
 
 __all__ = ["SHIPPED", "install", "ship"]
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "retail" / "adapters" / "customer_service"
-_ORIGIN = ".shipped-sha256"  # marks an installed copy of the shipped adapter (its weights' digest)
+_ORIGIN = ".shipped-sha256"  # marks an installed copy of the shipped adapter (its digest)
 _FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -39,9 +40,6 @@ def ship(run_dir: Path, out: Path = SHIPPED) -> dict[str, Any]:
     adapter = Path(run_dir) / "adapter"
     if not (adapter / "adapter_model.safetensors").is_file():
         raise NotFoundError(f"no trained adapter at {adapter} (run `kgnlp models finetune data/retail/cs_sft.yaml`)")
-    config = (
-        json.loads((Path(run_dir) / "config.json").read_text()) if (Path(run_dir) / "config.json").is_file() else None
-    )
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     import yaml
 
@@ -65,7 +63,6 @@ def ship(run_dir: Path, out: Path = SHIPPED) -> dict[str, Any]:
             "metrics": metrics,
             "weights_dtype": "bfloat16",
             "commands": ["kgnlp models finetune data/retail/cs_sft.yaml", f"kgnlp cs ship-adapter {run_dir}"],
-            **({"model_config": config} if config else {}),
         }
         (tmp / "TRAINING.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     return record
@@ -81,7 +78,7 @@ def install(home: Path, source: Path = SHIPPED) -> dict[str, Any]:
     target = Path(home) / "adapters" / source.name
     if not (source / "adapter_model.safetensors").is_file():
         return {"status": "not_shipped", "path": str(target)}
-    digest = sha256_file(source / "adapter_model.safetensors")
+    digest = adapter_fingerprint(source)  # config and weights
     origin = target / _ORIGIN
     if (target / "adapter_config.json").is_file():
         if not origin.is_file():
