@@ -386,3 +386,11 @@ def test_a_session_id_with_a_trailing_newline_is_refused(service: Any) -> None:
     body = {"model": "customer-service", "user": "victim-1\n", "messages": [{"role": "user", "content": "hi"}]}
     r = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=30)
     assert r.status_code == 422 and "user" in r.json()["error"]["message"]
+
+
+def test_a_contact_question_cites_the_company_policy_from_the_graph(service: Any) -> None:
+    body = _ask(service, "policy-1", "How can I contact customer service?")
+    assert body["intent"] == "contact_customer_service" and not body["escalate"]
+    facts = [c for c in body["citations"] if "|REACHED_VIA|cs:policy:" in c["source_id"]]
+    assert facts, body["citations"]  # modelled from data/retail/company.yaml: phone, hours, email, chat
+    assert any(v in facts[0]["snippet"] for v in ("+1 (555) 010-0199", "Monday to Friday", "support@northwind"))
