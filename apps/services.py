@@ -84,8 +84,9 @@ def build_services(settings: Settings) -> Services:
 
         m = settings.models
         services.generation = GenerationQueue(
-            services.generator, m.max_concurrent, m.max_waiting, m.timeout_s, max_batch=m.max_batch
-        )
+            services.generator, m.max_concurrent, m.max_waiting, m.timeout_s, max_batch=m.max_batch,
+            decode_timeout_s=m.decode_timeout_s,
+        )  # fmt: skip
     services.graphs = open_graph_registry(settings, services.embedder)
     services.components["graphs"] = Component(
         "graphs",
@@ -195,8 +196,10 @@ def load_generator(settings: Settings, cache: Any) -> tuple[Any, dict[str, Any]]
         if not m.remote_url:
             raise ConfigurationError("KGNLP_MODELS__REMOTE_URL is required when KGNLP_MODELS__BACKEND=remote")
         key = m.remote_api_key.get_secret_value() if m.remote_api_key else None
+        # the server's context is its own: checked here only when the operator states it
+        context = m.context_tokens if "context_tokens" in m.model_fields_set else None
         gen: Any = RemoteGenerator(m.remote_url, _public_name(m.generator), api_key=key, adapters=m.remote_adapters,
-                                   timeout_s=m.timeout_s)  # fmt: skip
+                                   timeout_s=m.timeout_s, context_tokens=context)  # fmt: skip
         return gen, {"model": gen.name, "backend": "remote", "url": m.remote_url, "adapters": gen.adapter_names()}
     from kgnlp.cpu import cpu_info
 
@@ -223,7 +226,8 @@ def load_generator(settings: Settings, cache: Any) -> tuple[Any, dict[str, Any]]
 
     quantization: Quantization = m.quantization or TORCH_QUANTIZATION
     gen = LocalGenerator.from_path(path, name=_public_name(m.generator), quantization=quantization,
-                                   adapter_dir=adapter_dir, max_adapters=m.max_adapters)  # fmt: skip
+                                   adapter_dir=adapter_dir, max_adapters=m.max_adapters,
+                                   context_tokens=m.context_tokens)  # fmt: skip
     return gen, {**common, "quantization": quantization, "adapters": gen.adapter_names(),
                  "load_s": round(time.perf_counter() - t0, 2)}  # fmt: skip
 

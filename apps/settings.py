@@ -68,7 +68,13 @@ class ModelSettings(BaseModel):
         "int8-dynamic (lossy on small models), none (fp32); CUDA: bnb-4bit (NF4) / bnb-8bit via bitsandbytes; "
         "default int4-weight (llama.cpp runs the GGUF's own quantization)",
     )
-    context_tokens: int = Field(2048, ge=256, le=32_768, description="llama.cpp context (prompt + answer) in tokens")
+    context_tokens: int = Field(
+        2048,
+        ge=256,
+        le=32_768,
+        description="context (prompt + max_tokens) in tokens; a longer request gets 422 on every engine (torch: "
+        "capped by the model's positions; remote: checked, approximately, only when set explicitly)",
+    )
     threads: int | None = Field(None, ge=1, description="decode threads; default: the cores this process may use")
     backend: Literal["local", "remote"] = Field("local", description="remote: any OpenAI-compatible server")
     remote_url: str | None = Field(None, description="e.g. http://vllm:8000/v1 (backend=remote)")
@@ -81,7 +87,15 @@ class ModelSettings(BaseModel):
     max_batch: int = Field(
         4, ge=1, le=64, description="waiting non-streamed greedy requests decoded together (static batching)"
     )
-    timeout_s: float = Field(120.0, gt=0, le=3600, description="per-request generation timeout")
+    timeout_s: float = Field(
+        120.0, gt=0, le=3600, description="longest wait for a generation slot (remote: also the HTTP timeout)"
+    )
+    decode_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="wall-clock limit of one decode; past it the answer ends as it is with finish_reason 'length'",
+    )
 
 
 class GraphSettings(BaseModel):

@@ -76,6 +76,8 @@ class AdapterSet:
         self.quantize = quantize
         self._paths: dict[str, Path] = {}
         self._loaded: OrderedDict[str, None] = OrderedDict()
+        self._peft_names: dict[str, str] = {}  # loaded adapter → its name inside peft (differs after a reload)
+        self._reloads = 0
         self._peft: Any = None
         self._lock = threading.RLock()
 
@@ -105,6 +107,10 @@ class AdapterSet:
     def available(self) -> list[str]:
         return sorted(self._paths)
 
+    def peft_name(self, name: str | None) -> str:
+        """The name peft routes a request for adapter ``name`` (None: the base) by."""
+        return BASE if name is None else self._peft_names.get(name, name)
+
     def loaded(self) -> list[str]:
         """Loaded adapters, least recently used first."""
         return list(self._loaded)
@@ -127,19 +133,77 @@ class AdapterSet:
             self._load(name, self._paths[name])
 
     def load(self, name: str, path: Path) -> None:
-        """Register and load (hot, without restart); replaces a loaded adapter of the same name."""
+        """Register and load (hot, without restart); replaces an adapter of the same name.
+
+        The new weights load beside the adapter they replace, which is dropped only once they
+        have: a broken or mismatched adapter leaves the old one serving, unchanged.
+
+        Raises:
+            NotFoundError: ``path`` is not an adapter folder.
+            ValidationError: its config or weights could not be loaded (the old adapter stays).
+        """
+        _check_name(name)
+        read_adapter_config(path)
+        path = Path(path)
         with self._lock:
-            self.register(name, path)
-            if name in self._loaded:
-                self.unload(name)
-            self.ensure(name)
+            previous = self._paths.get(name)
+            try:
+                if name not in self._loaded:
+                    self._paths[name] = path
+                    self.ensure(name)
+                elif self.rebuild is not None:
+                    self._rebuild({**{n: self._paths[n] for n in self._loaded}, name: path})
+                else:
+                    self._replace(name, path)
+            except Exception as e:
+                if previous is None:
+                    self._paths.pop(name, None)
+                else:
+                    self._paths[name] = previous
+                if isinstance(e, NotFoundError | ValidationError):
+                    raise
+                raise ValidationError(
+                    f"adapter {name!r} from {path} could not be loaded ({type(e).__name__}: {e}); "
+                    f"{'the previous one stays in use' if previous is not None else 'nothing was registered'}"
+                ) from e
+            self._paths[name] = path
+            self._loaded.move_to_end(name)
+
+    def _replace(self, name: str, path: Path) -> None:
+        """Load ``path`` under a fresh peft name, then drop the weights it replaces."""
+        _read_weights(path)
+        self._reloads += 1
+        staged = f"{name}-reload{self._reloads}"
+        try:
+            self._peft.load_adapter(str(path), adapter_name=staged)
+        except Exception:
+            if staged in getattr(self._peft, "peft_config", {}):  # peft injects layers before loading weights
+                self._peft.delete_adapter(staged)
+            raise
+        self._peft.delete_adapter(self.peft_name(name))
+        self._peft_names[name] = staged
+        self._peft.eval()
+
+    def _rebuild(self, paths: dict[str, Path]) -> None:
+        """Quantized base: a fresh float base with ``paths`` attached, quantized; swapped in on success."""
+        from peft import PeftModel
+
+        assert self.rebuild is not None and self.quantize is not None
+        names = list(paths)
+        model = PeftModel.from_pretrained(self.rebuild(), str(paths[names[0]]), adapter_name=names[0])
+        for other in names[1:]:
+            model.load_adapter(str(paths[other]), adapter_name=other)
+        self._peft = self.quantize(model.eval())
+        self._peft.eval()
+        self._peft_names = {n: n for n in names}
 
     def unload(self, name: str) -> None:
         """Free an adapter's weights (it stays registered)."""
         with self._lock:
             if name not in self._loaded:
                 return
-            self._peft.delete_adapter(name)
+            self._peft.delete_adapter(self.peft_name(name))
+            self._peft_names.pop(name, None)
             del self._loaded[name]
             if not self._loaded:  # peft would keep the deleted one active: drop the wrapper
                 self.base_model = self._peft.unload()
@@ -155,17 +219,20 @@ class AdapterSet:
         from peft import PeftModel
 
         read_adapter_config(path)
+        _read_weights(path)  # a missing or corrupt file fails here, before peft changes the model
         if self.rebuild is not None and self.quantize is not None:
-            names = [*self._loaded, name]
-            model = PeftModel.from_pretrained(self.rebuild(), str(self._paths[names[0]]), adapter_name=names[0])
-            for other in names[1:]:
-                model.load_adapter(str(self._paths[other]), adapter_name=other)
-            self._peft = self.quantize(model.eval())
+            self._rebuild({**{n: self._paths[n] for n in self._loaded}, name: path})
         elif self._peft is None:
             self._peft = PeftModel.from_pretrained(self.base_model, str(path), adapter_name=name)
         else:
-            self._peft.load_adapter(str(path), adapter_name=name)
+            try:
+                self._peft.load_adapter(str(path), adapter_name=name)
+            except Exception:
+                if name in getattr(self._peft, "peft_config", {}):  # peft injects layers before loading weights
+                    self._peft.delete_adapter(name)
+                raise
         self._peft.eval()
+        self._peft_names[name] = name
         self._loaded[name] = None
 
 
@@ -192,6 +259,15 @@ def merge_and_export(base_path: Path, adapter_path: Path, out_dir: Path) -> Path
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
     return Path(out_dir)
+
+
+def _read_weights(path: Path) -> None:
+    """Read an adapter's weights once, so that a missing or corrupt file fails before any model changes."""
+    from peft.utils import load_peft_weights
+
+    if not any((Path(path) / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise ValidationError(f"{path} has no adapter_model.safetensors (nor adapter_model.bin)")
+    load_peft_weights(str(path), device="cpu")
 
 
 def _check_name(name: str) -> None:

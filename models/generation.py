@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Generator as Generator_
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from kgnlp.errors import KgnlpError, ValidationError
-from models.adapters import BASE, AdapterSet
+from models.adapters import AdapterSet
 from models.loading import LOAD_TIME, Quantization
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "Generator",
     "LocalGenerator",
     "chat_prompt_ids",
+    "check_context",
     "citation_bracket",
 ]
 
@@ -41,6 +44,11 @@ class GenerationParams:
     ``citation_bias`` is added to the logit of the citation bracket (`` [``) until the answer has
     opened one: a grounded answer then cites a source where the model itself rates a citation
     as likely; which source, and where, stays the model's choice (0: off).
+
+    ``max_seconds`` bounds the decode's wall-clock time (prefill included): past it the answer
+    ends as it is, with ``finish_reason`` ``"length"`` — what OpenAI clients already handle as a
+    cut answer, where an error would lose the text (and, in a stream, arrive after the 200).
+    None: no limit.
     """
 
     max_tokens: int = 256
@@ -49,6 +57,7 @@ class GenerationParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     citation_bias: float = 0.0
+    max_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -66,11 +75,21 @@ class Generator(Protocol):
     name: str
 
     def generate(
-        self, messages: Sequence[ChatMessage], params: GenerationParams = ..., adapter: str | None = None
-    ) -> GenerationResult: ...
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams = ...,
+        adapter: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        """``cancel``: once set (the caller gave up), decoding stops at the next token."""
+        ...
 
     def stream(
-        self, messages: Sequence[ChatMessage], params: GenerationParams = ..., adapter: str | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams = ...,
+        adapter: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> Iterator[str]: ...
 
     def adapter_names(self) -> list[str]: ...
@@ -89,6 +108,8 @@ class LocalGenerator:
         name: the name the API reports.
         quantization: how the weights were quantized (reported by ``/health/ready``).
         adapters: the adapter set on this base (one is made when omitted).
+        context_tokens: prompt + ``max_tokens`` allowed (capped by the model's positions); a
+            longer request is refused with ``ValidationError`` as on the llama.cpp engine.
     """
 
     def __init__(
@@ -98,11 +119,15 @@ class LocalGenerator:
         name: str,
         quantization: Quantization = "none",
         adapters: AdapterSet | None = None,
+        context_tokens: int | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.name = name
         self.quantization = quantization
         self.adapters = adapters or AdapterSet(model)
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        limits = [int(n) for n in (context_tokens, positions) if n]
+        self.n_ctx: int | None = min(limits) if limits else None
         self._lock = threading.Lock()  # one decode at a time: the model is shared and not re-entrant
         self._owner: int | None = None  # the thread holding _lock (a stream may be suspended in it)
 
@@ -114,6 +139,7 @@ class LocalGenerator:
         quantization: Quantization = "none",
         adapter_dir: Path | None = None,
         max_adapters: int = 4,
+        context_tokens: int | None = None,
     ) -> LocalGenerator:
         """Load a base model (optionally int8) and register the adapters found in ``adapter_dir``."""
         from models.loading import load_causal_lm, quantize
@@ -123,7 +149,7 @@ class LocalGenerator:
             adapters = AdapterSet(model, max_loaded=max_adapters)
             if adapter_dir is not None:
                 adapters.register_directory(adapter_dir)
-            return cls(model, tokenizer, name, quantization, adapters)
+            return cls(model, tokenizer, name, quantization, adapters, context_tokens)
         model, tokenizer = load_causal_lm(path)
         if quantization != "none":
             model = quantize(model, quantization)
@@ -137,7 +163,7 @@ class LocalGenerator:
             adapters = AdapterSet(model, max_loaded=max_adapters)
         if adapter_dir is not None:
             adapters.register_directory(adapter_dir)
-        return cls(model, tokenizer, name, quantization, adapters)
+        return cls(model, tokenizer, name, quantization, adapters, context_tokens)
 
     @property
     def model(self) -> Any:
@@ -151,6 +177,11 @@ class LocalGenerator:
 
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return len(self._prompt_ids(messages))
+
+    def check_fits(self, messages: Sequence[ChatMessage], params: GenerationParams) -> None:
+        """Raise ``ValidationError`` (422) naming the limit when prompt + ``max_tokens`` exceed the
+        context; a stream calls it before its first byte."""
+        check_context(len(self._prompt_ids(messages)), params, self.n_ctx)
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -181,7 +212,7 @@ class LocalGenerator:
             if a is not None:
                 self.adapters.ensure(a)
         if self.adapters.wrapped:
-            kwargs["adapter_names"] = [a or BASE for a in adapters]
+            kwargs["adapter_names"] = [self.adapters.peft_name(a) for a in adapters]
         return kwargs
 
     def _finish(self, new_tokens: Any, params: GenerationParams, prompt_len: int) -> GenerationResult:
@@ -204,7 +235,11 @@ class LocalGenerator:
     # --- public API -----------------------------------------------------------------------------
 
     def generate(
-        self, messages: Sequence[ChatMessage], params: GenerationParams = GenerationParams(), adapter: str | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams = GenerationParams(),
+        adapter: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> GenerationResult:
         """Generate one reply.
 
@@ -212,11 +247,15 @@ class LocalGenerator:
             messages: the conversation, oldest first.
             params: decoding parameters.
             adapter: name of a registered LoRA adapter, or None for the base model.
+            cancel: once set (the caller gave up), decoding stops at the next token.
 
         Returns:
             the reply text (cut before any stop sequence) with token counts.
+
+        Raises:
+            ValidationError: the prompt + ``max_tokens`` exceed the context.
         """
-        run = self._run(messages, params, adapter)
+        run = self._run(messages, params, adapter, cancel)
         while True:
             try:
                 next(run)
@@ -229,6 +268,7 @@ class LocalGenerator:
         conversations: Sequence[Sequence[ChatMessage]],
         params: GenerationParams = GenerationParams(),
         adapters: Sequence[str | None] | None = None,
+        cancels: Sequence[threading.Event | None] | None = None,
     ) -> list[GenerationResult]:
         """Generate replies for several conversations in one batched decode.
 
@@ -237,6 +277,8 @@ class LocalGenerator:
             params: shared decoding parameters.
             adapters: one adapter name (or None) per conversation; rows with different adapters
                 share the batch through peft's mixed-adapter forward.
+            cancels: one event (or None) per conversation; a set one ends that row at the next
+                token, the others go on.
 
         Returns:
             one result per conversation, in order.
@@ -244,46 +286,60 @@ class LocalGenerator:
         import torch
 
         adapters = list(adapters) if adapters is not None else [None] * len(conversations)
-        if len(adapters) != len(conversations):
-            raise ValidationError("adapters must have one entry per conversation")
+        cancels = list(cancels) if cancels is not None else [None] * len(conversations)
+        if len(adapters) != len(conversations) or len(cancels) != len(conversations):
+            raise ValidationError("adapters and cancels must have one entry per conversation")
         inputs = self._batch(conversations)
         width = int(inputs["input_ids"].shape[1])
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        for n in lengths:
+            check_context(int(n), params, self.n_ctx)
         with self._exclusive():
             kwargs = self._kwargs(params, adapters)  # may load adapters: keep it outside inference mode
+            halt = _halt_rows(cancels, _deadline(params), width, self._eos_ids())
             with torch.inference_mode():
                 if params.seed is not None:
                     torch.manual_seed(params.seed)
-                out = self.model.generate(**inputs, **kwargs)
-        return [self._finish(out[i][width:], params, int(lengths[i])) for i in range(len(conversations))]
+                out = self.model.generate(**inputs, **kwargs, stopping_criteria=[halt])
+        results = [self._finish(out[i][width:], params, int(lengths[i])) for i in range(len(conversations))]
+        return [dataclasses.replace(r, finish_reason="length") if i in halt.cut else r for i, r in enumerate(results)]
 
     def stream(
-        self, messages: Sequence[ChatMessage], params: GenerationParams = GenerationParams(), adapter: str | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams = GenerationParams(),
+        adapter: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> Iterator[str]:
         """Yield text deltas as they are decoded; their concatenation equals ``generate().text``.
 
-        Closing the iterator early (a client that went away) stops the decoding.
+        Closing the iterator early (a client that went away) or setting ``cancel`` stops the decoding.
         """
-        yield from self._run(messages, params, adapter)
+        yield from self._run(messages, params, adapter, cancel)
 
     # --- the single-request decode loop -----------------------------------------------------------
 
     def _run(
-        self, messages: Sequence[ChatMessage], params: GenerationParams, adapter: str | None
-    ) -> Generator_[str, None, GenerationResult]:
+        self, messages: Sequence[ChatMessage], params: GenerationParams, adapter: str | None,
+        cancel: threading.Event | None = None,
+    ) -> Generator_[str, None, GenerationResult]:  # fmt: skip
         """Decode one request in the caller's thread, yielding text deltas; returns the result.
 
         A plain loop over the model's forward (prefill, then one token at a time on a KV cache)
         instead of ``model.generate`` in a worker thread: handing tokens across threads through a
         streamer cost ~40 % of the decode speed on a 2-core CPU. The model lock is held until the
-        loop ends or the iterator is closed.
+        loop ends, the iterator is closed, ``cancel`` is set or ``params.max_seconds`` pass.
         """
         prompt = self._prompt_ids(messages)
+        check_context(len(prompt), params, self.n_ctx)
         eos = self._eos_ids()
         tokens: list[int] = []
         text, emitted, stopped = "", 0, False
         with self._exclusive(), self._decoder(prompt, params, adapter) as step:  # may load an adapter
+            deadline = _deadline(params)
             while len(tokens) < params.max_tokens:
+                if (cancel is not None and cancel.is_set()) or (deadline is not None and time.monotonic() > deadline):
+                    break  # ends as "length": neither EOS nor a stop sequence
                 token = step(tokens[-1] if tokens else None)
                 tokens.append(token)
                 if token in eos:
@@ -337,7 +393,7 @@ class LocalGenerator:
         extra: dict[str, Any] = {}
         routing: Any = contextlib.nullcontext()
         if self.adapters.wrapped:
-            names = [adapter or BASE]
+            names = [self.adapters.peft_name(adapter)]
             if hasattr(model, "_enable_peft_forward_hooks"):
                 # route to the adapter once for the whole decode, as peft's own generate() does;
                 # passing adapter_names to every forward re-registers hooks on each LoRA layer per token
@@ -385,6 +441,46 @@ class LocalGenerator:
 
         with routing:
             yield step
+
+
+def check_context(prompt_tokens: int, params: GenerationParams, n_ctx: int | None) -> None:
+    """Refuse a request whose prompt + ``max_tokens`` exceed the context (None: no limit known).
+
+    Raises:
+        ValidationError: naming both counts and the limit (the API answers 422).
+    """
+    if n_ctx is not None and prompt_tokens + params.max_tokens > n_ctx:
+        raise ValidationError(
+            f"prompt of {prompt_tokens} tokens + max_tokens {params.max_tokens} exceeds the context of {n_ctx}"
+        )
+
+
+def _deadline(params: GenerationParams) -> float | None:
+    """The monotonic time past which the decode that starts now stops."""
+    return None if params.max_seconds is None else time.monotonic() + params.max_seconds
+
+
+def _halt_rows(cancels: Sequence[threading.Event | None], deadline: float | None, width: int, eos: set[int]) -> Any:
+    """A transformers stopping criterion ending each unfinished row whose ``cancel`` is set, or
+    every unfinished row past ``deadline``; the rows it ended are in its ``cut``."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class Halt(StoppingCriteria):
+        def __init__(self) -> None:
+            self.cut: set[int] = set()
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            late = deadline is not None and time.monotonic() > deadline
+            done = [late or (c is not None and c.is_set()) for c in cancels]
+            if any(done):
+                new = input_ids[:, width:]
+                for i, stop in enumerate(done):  # a row that reached EOS ended by itself
+                    if stop and not any(int(t) in eos for t in new[i].tolist()):
+                        self.cut.add(i)
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return Halt()
 
 
 def chat_prompt_ids(tokenizer: Any, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> list[int]:

@@ -14,13 +14,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from kgnlp.errors import KgnlpError, ModelUnavailableError, NotFoundError, ValidationError
-from models.generation import ChatMessage, GenerationParams, GenerationResult, chat_prompt_ids, citation_bracket
+from kgnlp.errors import KgnlpError, ModelUnavailableError, NotFoundError
+from models.generation import (
+    ChatMessage,
+    GenerationParams,
+    GenerationResult,
+    chat_prompt_ids,
+    check_context,
+    citation_bracket,
+)
 
 __all__ = ["GgufAdapters", "LlamaCppGenerator", "llama_cpp_available"]
 
@@ -56,6 +64,24 @@ class _CitationNudge:
         if not (input_ids[self.prompt_len :] == self.bracket).any():
             scores[self.bracket] += self.bias
         return scores
+
+
+class _Halt:
+    """A llama.cpp stopping criterion: ``cancel`` set (the caller gave up) or past ``deadline``.
+
+    Checked after each sampled token; llama.cpp reports such a stop as ``"stop"``, so ``fired``
+    tells the caller to report ``"length"`` (the answer was cut, not finished).
+    """
+
+    def __init__(self, cancel: threading.Event | None, max_seconds: float | None) -> None:
+        self.cancel = cancel
+        self.deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        self.fired = False
+
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        late = self.deadline is not None and time.monotonic() > self.deadline
+        self.fired = self.fired or late or (self.cancel is not None and self.cancel.is_set())
+        return self.fired
 
 
 class GgufAdapters:
@@ -268,14 +294,13 @@ class LlamaCppGenerator:
         self._check_fits(len(self._prompt_ids(messages)), params)
 
     def _check_fits(self, prompt_tokens: int, params: GenerationParams) -> None:
-        if prompt_tokens + params.max_tokens > self.n_ctx:
-            raise ValidationError(
-                f"prompt of {prompt_tokens} tokens + max_tokens {params.max_tokens} exceeds the context of {self.n_ctx}"
-            )
+        check_context(prompt_tokens, params, self.n_ctx)
 
-    def _completion(self, model: Any, ids: list[int], prefix: int, params: GenerationParams, stream: bool) -> Any:
+    def _completion(
+        self, model: Any, ids: list[int], prefix: int, params: GenerationParams, stream: bool, halt: _Halt
+    ) -> Any:
         self._check_fits(len(ids), params)
-        from llama_cpp import LogitsProcessorList
+        from llama_cpp import LogitsProcessorList, StoppingCriteriaList
 
         greedy = params.temperature <= 0
         processors = None
@@ -287,32 +312,45 @@ class LlamaCppGenerator:
                 prompt=ids, max_tokens=params.max_tokens, temperature=0.0 if greedy else params.temperature,
                 top_p=1.0 if greedy else params.top_p, top_k=1 if greedy else 0, min_p=0.0, repeat_penalty=1.0,
                 stop=list(params.stop) or None, stream=stream, seed=params.seed if params.seed is not None else 0,
-                logits_processor=processors,
+                logits_processor=processors, stopping_criteria=StoppingCriteriaList([halt]),
             )  # fmt: skip
         except (RuntimeError, ValueError) as e:
             raise KgnlpError(f"llama.cpp failed: {e}") from e
 
     def generate(
-        self, messages: Sequence[ChatMessage], params: GenerationParams = GenerationParams(), adapter: str | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams = GenerationParams(),
+        adapter: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> GenerationResult:
-        """Decode one answer (greedy when ``temperature == 0``)."""
+        """Decode one answer (greedy when ``temperature == 0``); ``cancel`` set or
+        ``params.max_seconds`` passed end it at the next token, as ``"length"``."""
         ids = self._prompt_ids(messages)
         prefix = self._fixed_prefix(messages, ids)
         with self._lock:
-            out = self._completion(self._model(adapter), ids, prefix, params, stream=False)
+            halt = _Halt(cancel, params.max_seconds)
+            out = self._completion(self._model(adapter), ids, prefix, params, stream=False, halt=halt)
         choice = out["choices"][0]
-        finish: Literal["stop", "length"] = "length" if choice.get("finish_reason") == "length" else "stop"
+        cut = halt.fired or choice.get("finish_reason") == "length"
+        finish: Literal["stop", "length"] = "length" if cut else "stop"
         usage = out.get("usage") or {}
         return GenerationResult(choice["text"], finish, len(ids), int(usage.get("completion_tokens", 0)))
 
     def stream(
-        self, messages: Sequence[ChatMessage], params: GenerationParams = GenerationParams(), adapter: str | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams = GenerationParams(),
+        adapter: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> Iterator[str]:
-        """Yield the answer's text as it is decoded; closing the iterator stops decoding."""
+        """Yield the answer's text as it is decoded; closing the iterator, setting ``cancel`` or
+        ``params.max_seconds`` passing stops decoding."""
         ids = self._prompt_ids(messages)
         prefix = self._fixed_prefix(messages, ids)
         with self._lock:
-            chunks = self._completion(self._model(adapter), ids, prefix, params, stream=True)
+            halt = _Halt(cancel, params.max_seconds)
+            chunks = self._completion(self._model(adapter), ids, prefix, params, stream=True, halt=halt)
             try:
                 for chunk in chunks:
                     text = chunk["choices"][0]["text"]

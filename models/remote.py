@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kgnlp.errors import KgnlpError, ModelUnavailableError, NotFoundError, OverloadedError, ValidationError
-from models.generation import ChatMessage, GenerationParams, GenerationResult
+from models.generation import ChatMessage, GenerationParams, GenerationResult, check_context
 
 __all__ = ["RemoteGenerator"]
 
@@ -34,6 +35,13 @@ class RemoteGenerator:
         max_retries: retries after the first attempt.
         backoff_s: first retry delay; doubles each time, with jitter; ``Retry-After`` wins when given.
         client: an ``httpx.Client`` to use (tests, connection pools).
+        context_tokens: the server model's context; when given, a request whose prompt (counted
+            approximately, ~4 characters a token) + ``max_tokens`` exceed it is refused here with
+            the same ``ValidationError`` as the local engines (None: the server's 400 says so).
+
+    A non-streamed request is bounded by ``timeout_s`` (the server sends nothing until it is
+    done); a stream stops at ``params.max_seconds`` or ``cancel`` by closing the connection,
+    which makes vLLM and similar servers abort the decode.
     """
 
     def __init__(
@@ -47,8 +55,10 @@ class RemoteGenerator:
         max_retries: int = 3,
         backoff_s: float = 0.5,
         client: Any = None,
+        context_tokens: int | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.n_ctx = context_tokens
         self.name = model
         self.api_key = api_key
         self._adapters = list(adapters)
@@ -80,11 +90,17 @@ class RemoteGenerator:
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return sum(self.count_tokens(m.content) + 4 for m in messages)
 
+    def check_fits(self, messages: Sequence[ChatMessage], params: GenerationParams) -> None:
+        """Raise ``ValidationError`` (422) when the approximate prompt + ``max_tokens`` exceed
+        ``context_tokens`` (when it is known)."""
+        check_context(self.count_prompt_tokens(messages), params, self.n_ctx)
+
     def _body(
         self, messages: Sequence[ChatMessage], params: GenerationParams, adapter: str | None, stream: bool
     ) -> dict[str, Any]:
         if not messages:
             raise ValidationError("messages must not be empty")
+        self.check_fits(messages, params)
         model = self.adapter_model.format(base=self.name, adapter=adapter) if adapter else self.name
         body: dict[str, Any] = {
             "model": model,
@@ -154,7 +170,11 @@ class RemoteGenerator:
         return ModelUnavailableError(text)
 
     def generate(
-        self, messages: Sequence[ChatMessage], params: GenerationParams = GenerationParams(), adapter: str | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams = GenerationParams(),
+        adapter: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> GenerationResult:
         response = self._send(self._body(messages, params, adapter, stream=False), stream=False)
         try:
@@ -173,12 +193,20 @@ class RemoteGenerator:
             response.close()
 
     def stream(
-        self, messages: Sequence[ChatMessage], params: GenerationParams = GenerationParams(), adapter: str | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams = GenerationParams(),
+        adapter: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> Iterator[str]:
-        """Yield content deltas from the server's SSE stream (closing the iterator closes the connection)."""
+        """Yield content deltas from the server's SSE stream (closing the iterator, setting
+        ``cancel`` or ``params.max_seconds`` passing closes the connection)."""
+        deadline = None if params.max_seconds is None else time.monotonic() + params.max_seconds
         response = self._send(self._body(messages, params, adapter, stream=True), stream=True)
         try:
             for line in response.iter_lines():
+                if (cancel is not None and cancel.is_set()) or (deadline is not None and time.monotonic() > deadline):
+                    return
                 if not line.startswith("data:"):
                     continue
                 payload = line[5:].strip()

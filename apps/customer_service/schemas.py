@@ -9,13 +9,15 @@ from pydantic import BaseModel, Field
 __all__ = ["AnswerRequest", "AnswerResponse", "CitationOut", "Handoff"]
 
 SESSION_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+# one customer message, on /cs and on /v1 (model customer-service); the prompt shows 1,000 of them
+MAX_MESSAGE_CHARS = 4000
 
 
 class AnswerRequest(BaseModel):
     model_config = {"extra": "forbid"}
 
     session_id: str = Field(pattern=SESSION_ID, description="any client-chosen id; letters, digits, . _ : -")
-    message: str = Field(min_length=1, max_length=4000)
+    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
 
 
 class CitationOut(BaseModel):

@@ -156,7 +156,8 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, r
             return
         used = generator.count_tokens(text)
         prompt = generator.count_prompt_tokens(messages)
-        finish = "length" if used >= params.max_tokens else "stop"
+        cut = getattr(deltas, "finish_reason", None) == "length"  # the decode deadline passed
+        finish = "length" if cut or used >= params.max_tokens else "stop"
         yield chunk(Delta(), finish=finish)
         if include_usage:
             yield chunk(Delta(), usage=Usage(prompt_tokens=prompt, completion_tokens=used, total_tokens=prompt + used))
@@ -177,8 +178,13 @@ async def _customer_service(body: ChatCompletionRequest, services: Any) -> Any:
         raise ValidationError("messages: the customer-service model needs a user message")
     import re
 
-    from apps.customer_service.schemas import SESSION_ID
+    from apps.customer_service.schemas import MAX_MESSAGE_CHARS, SESSION_ID
 
+    if len(user_turns[-1]) > MAX_MESSAGE_CHARS:  # the /cs limit: the same pipeline reads it
+        raise ValidationError(
+            f"messages: the customer's last message has {len(user_turns[-1])} characters; "
+            f"the customer-service model takes at most {MAX_MESSAGE_CHARS}"
+        )
     if body.user is not None and not re.fullmatch(SESSION_ID, body.user):  # `$` alone lets "id\n" through
         raise ValidationError(
             "user: the customer-service model uses it as the session id: 1-128 of letters, digits, . _ : -"

@@ -7,6 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "MAX_MESSAGE_CHARS",
+    "MAX_REQUEST_CHARS",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatCompletionRequest",
@@ -14,6 +16,10 @@ __all__ = [
 ]
 
 MAX_MESSAGE_CHARS = 32_000
+# all messages of one request together: ~32k tokens of English, the largest context the service
+# can be configured with; a longer request cannot fit, and only tokenizing it would cost (the
+# context check then refuses anything over the model's own context with 422)
+MAX_REQUEST_CHARS = 128_000
 
 
 class TextPart(BaseModel):
@@ -76,6 +82,9 @@ class ChatCompletionRequest(BaseModel):
     def _has_content(self) -> ChatCompletionRequest:
         if not any(m.text.strip() for m in self.messages):
             raise ValueError("messages: at least one message must have non-empty content")
+        total = sum(len(m.text) for m in self.messages)
+        if total > MAX_REQUEST_CHARS:
+            raise ValueError(f"messages have {total} characters in all; the limit is {MAX_REQUEST_CHARS}")
         return self
 
     @property

@@ -85,6 +85,8 @@ def test_client_sees_our_error_messages(client: openai.OpenAI) -> None:
         ({"model": "unknown", "messages": Q}, 404, "not found"),
         ({"model": "other:customer_service", "messages": Q}, 404, "not found"),
         ({"model": "customer-service", "messages": Q, "user": "has spaces!"}, 422, "session id"),
+        ({"model": "customer-service", "messages": [{"role": "user", "content": "x" * 5000}]}, 422, "at most 4000"),
+        ({"model": BASE, "messages": [{"role": "user", "content": "x" * 30_000}] * 5}, 422, "limit is 128000"),
     ],
 )
 def test_bad_input_is_a_clear_4xx(service: Any, body: dict[str, Any], status: int, fragment: str) -> None:

@@ -88,3 +88,20 @@ def test_client_errors_are_not_retried() -> None:
         with pytest.raises(Exception, match="400"):
             gen.generate(Q, P)
     assert len(calls) == 1
+
+
+def test_a_stated_context_is_checked_before_the_request_is_sent() -> None:
+    """#19 item 3: with ``context_tokens`` the remote backend refuses an over-context request
+    with the local engines' 422 error, sending nothing; without it the server decides."""
+    from kgnlp.errors import ValidationError
+
+    app, calls = _flaky_app(failures=0, status=200)
+    long = [ChatMessage("user", "word " * 3000)]  # ~3,000 tokens counted at 4 characters a token
+    with LiveServer(app) as live:
+        checked = RemoteGenerator(f"{live.url}/v1", "m", max_retries=0, context_tokens=2048)
+        for call in (checked.generate, lambda m, p: list(checked.stream(m, p)), checked.check_fits):
+            with pytest.raises(ValidationError, match="max_tokens 12 exceeds the context of 2048"):
+                call(long, P)
+        assert not calls and checked.generate(Q, P).text == "ok"
+        unchecked = RemoteGenerator(f"{live.url}/v1", "m", max_retries=0)
+        assert unchecked.generate(long, P).text == "ok" and len(calls) == 2

@@ -1,4 +1,5 @@
-"""Admission control logic (a slow fake generator stands in for the model)."""
+"""Admission control logic (a slow fake generator stands in for the model), and cancellation and
+the decode deadline on the real torch model."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,8 +31,9 @@ class SlowGenerator:
         self._lock = threading.Lock()
 
     def generate(
-        self, messages: Sequence[ChatMessage], params: GenerationParams, adapter: str | None = None
-    ) -> GenerationResult:
+        self, messages: Sequence[ChatMessage], params: GenerationParams, adapter: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:  # fmt: skip
         with self._lock:
             self.active += 1
             self.peak = max(self.peak, self.active)
@@ -40,8 +43,9 @@ class SlowGenerator:
         return GenerationResult("done", "stop", 1, 2)
 
     def stream(
-        self, messages: Sequence[ChatMessage], params: GenerationParams, adapter: str | None = None
-    ) -> Iterator[str]:
+        self, messages: Sequence[ChatMessage], params: GenerationParams, adapter: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:  # fmt: skip
         try:
             for i in range(100):
                 time.sleep(self.delay / 10)
@@ -109,8 +113,9 @@ class BatchingGenerator(SlowGenerator):
         self.decodes: list[list[str | None]] = []
 
     def generate_batch(
-        self, conversations: Sequence[Sequence[ChatMessage]], params: GenerationParams, adapters: Sequence[str | None]
-    ) -> list[GenerationResult]:
+        self, conversations: Sequence[Sequence[ChatMessage]], params: GenerationParams, adapters: Sequence[str | None],
+        cancels: object = None,
+    ) -> list[GenerationResult]:  # fmt: skip
         self.decodes.append(list(adapters))
         time.sleep(self.delay)
         pairs = zip(conversations, adapters, strict=True)
@@ -181,3 +186,51 @@ def test_the_real_torch_generator_batches_waiting_requests_with_mixed_adapters(
 
     alone = [asyncio.run(one(a, t)) for a, t in asks]
     assert asyncio.run(together()) == alone and queue.batches == 1
+
+
+LONG = [ChatMessage("user", "Count from 1 to 500, one number per line.")]  # greedy: 122 tokens, then EOS
+
+
+@pytest.mark.parametrize("max_batch", [1, 4])
+def test_a_caller_that_times_out_stops_its_decode_and_leaves_the_queue(local_generator: Any, max_batch: int) -> None:
+    """#19 item 7, on the real torch model: two callers (one decoding, one waiting) give up after
+    1 s; the decode stops at its next token, the waiting job leaves, and the next request is
+    served at once. Before, both decoded their whole answer (~120 tokens each) for nobody."""
+    queue = GenerationQueue(local_generator, max_concurrent=1, max_waiting=4, max_batch=max_batch)
+    long = GenerationParams(max_tokens=300)
+
+    async def main() -> tuple[float, str]:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(queue.generate(LONG, long), queue.generate(LONG, long)), 1.0)
+        gave_up = time.monotonic()
+        while queue.depth and time.monotonic() - gave_up < 60:
+            await asyncio.sleep(0.01)
+        freed = time.monotonic() - gave_up
+        answer = await asyncio.wait_for(queue.generate(Q, GenerationParams(max_tokens=2)), 30)
+        return freed, answer.text
+
+    freed, text = asyncio.run(main())
+    assert freed < 3.0, f"the queue was busy {freed:.1f} s after its callers left"
+    assert queue.completed_tokens < 60, f"{queue.completed_tokens} tokens decoded for callers that had left"
+    assert text and queue.depth == 0
+
+
+def test_the_decode_deadline_ends_an_answer_as_length(local_generator: Any) -> None:
+    """#19 item 3: ``decode_timeout_s`` bounds a decode (non-streamed and streamed); the answer
+    so far comes back with finish_reason "length"."""
+    queue = GenerationQueue(local_generator, max_concurrent=1, max_waiting=4, decode_timeout_s=0.5)
+    params = GenerationParams(max_tokens=300)
+
+    async def main() -> tuple[Any, float, str | None, float]:
+        t0 = time.monotonic()
+        result = await queue.generate(LONG, params)
+        took = time.monotonic() - t0
+        t0 = time.monotonic()
+        stream = queue.stream(LONG, params)
+        _ = [d async for d in stream]
+        return result, took, stream.finish_reason, time.monotonic() - t0
+
+    result, took, streamed_finish, streamed_took = asyncio.run(main())
+    assert result.finish_reason == "length" and result.completion_tokens < 60, result
+    assert took < 5.0 and streamed_took < 5.0, (took, streamed_took)
+    assert streamed_finish == "length"

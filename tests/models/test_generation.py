@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +80,51 @@ def test_seeded_sampling_is_the_same_streamed_and_differs_by_seed(local_generato
 def test_int8_dynamic_model_loads_and_generates(generator_path: Path) -> None:
     gen = LocalGenerator.from_path(generator_path, name="q", quantization="int8-dynamic")
     assert gen.generate(QUESTION, GenerationParams(max_tokens=8)).completion_tokens > 0
+
+
+LONG = [ChatMessage("user", "Count from 1 to 500, one number per line.")]  # greedy: 122 tokens, then EOS
+
+
+def test_a_prompt_over_the_context_is_refused_as_on_llama_cpp(local_generator: LocalGenerator) -> None:
+    """#19 item 3: the torch engine refuses prompt + max_tokens over its context with the same
+    ValidationError (422) as the llama.cpp engine, in every entry point, before decoding."""
+    from kgnlp.errors import ValidationError
+
+    gen = LocalGenerator(local_generator.model, local_generator.tokenizer, "small", context_tokens=512)
+    assert gen.n_ctx == 512 and local_generator.n_ctx == 8192  # SmolLM2's positions cap the default
+    long, params = [ChatMessage("user", "word " * 600)], GenerationParams(max_tokens=16)
+    for call in (gen.check_fits, gen.generate, lambda m, p: list(gen.stream(m, p)),
+                 lambda m, p: gen.generate_batch([QUESTION, m], p)):  # fmt: skip
+        with pytest.raises(ValidationError, match=r"prompt of 6.. tokens \+ max_tokens 16 exceeds the context of 512"):
+            call(long, params)
+    with pytest.raises(ValidationError, match="max_tokens 500 exceeds the context of 512"):
+        gen.generate(QUESTION, GenerationParams(max_tokens=500))
+    assert gen.generate(QUESTION, GenerationParams(max_tokens=4)).completion_tokens == 4
+
+
+@pytest.mark.parametrize("how", ["cancel", "deadline"])
+def test_cancel_or_deadline_stops_the_decode_at_the_next_token(local_generator: LocalGenerator, how: str) -> None:
+    """#19 items 3 and 7: a set cancel event or ``max_seconds`` ends the decode loop (single and
+    batched) within a token or two; the answer so far is returned as "length"."""
+    import threading
+    import time
+
+    def run(call: Any) -> tuple[Any, float]:
+        cancel = threading.Event()
+        timer = threading.Timer(0.5, cancel.set)
+        timer.start()
+        t0 = time.monotonic()
+        try:
+            return call(cancel), time.monotonic() - t0
+        finally:
+            timer.cancel()
+
+    params = GenerationParams(max_tokens=300, max_seconds=0.5 if how == "deadline" else None)
+    pick = (lambda c: c) if how == "cancel" else (lambda c: None)
+    single, took = run(lambda c: local_generator.generate(LONG, params, cancel=pick(c)))
+    assert single.finish_reason == "length" and single.completion_tokens < 40 and took < 5, (single, took)
+    streamed, took = run(lambda c: "".join(local_generator.stream(LONG, params, cancel=pick(c))))
+    assert local_generator.count_tokens(streamed) < 40 and took < 5, (streamed, took)
+    batch, took = run(lambda c: local_generator.generate_batch([LONG, LONG], params, cancels=[pick(c), pick(c)]))
+    assert [r.finish_reason for r in batch] == ["length", "length"] and took < 5, (batch, took)
+    assert all(r.completion_tokens < 40 for r in batch)

@@ -198,3 +198,31 @@ def test_the_citation_nudge_stops_once_a_citation_is_open() -> None:
     assert scores[7] == 2.0 and scores.sum() == 2.0
     scores = nudge(np.array([7, 1, 2, 5, 7, 4]), np.zeros(10, np.float32))  # the answer opened one
     assert not scores.any()
+
+
+@pytest.mark.parametrize("how", ["cancel", "deadline"])
+def test_cancel_or_deadline_stops_the_decode_at_the_next_token(gen: Any, how: str) -> None:
+    """#19 items 3 and 7: a set cancel event or ``max_seconds`` ends llama.cpp's decode at the
+    next token, generated or streamed; the answer so far is returned as "length"."""
+    import threading
+    import time
+
+    long = [ChatMessage("user", "Count from 1 to 500, one number per line.")]
+    full = gen.generate(long, GenerationParams(max_tokens=300))
+    assert full.completion_tokens > 100  # the answer that is to be cut
+    params = GenerationParams(max_tokens=300, max_seconds=0.3 if how == "deadline" else None)
+    for stream in (False, True):
+        cancel = threading.Event()
+        timer = threading.Timer(0.3, cancel.set)
+        timer.start()
+        given = cancel if how == "cancel" else None
+        t0 = time.monotonic()
+        if stream:
+            text = "".join(gen.stream(long, params, cancel=given))
+        else:
+            out = gen.generate(long, params, cancel=given)
+            assert out.finish_reason == "length" and out.completion_tokens < full.completion_tokens // 2, out
+            text = out.text
+        took = time.monotonic() - t0
+        timer.cancel()
+        assert took < 3 and len(text) < len(full.text) // 2 and full.text.startswith(text), (stream, took, text)
