@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, Table, create_engine, event
 from sqlalchemy.engine import Engine, make_url
 
 from kgnlp.errors import StoreError
 
-__all__ = ["open_engine", "safe_url"]
+__all__ = ["insert_or_ignore", "open_engine", "safe_url"]
 
 
 def open_engine(url: str, metadata: MetaData, what: str) -> Engine:
@@ -38,6 +39,32 @@ def open_engine(url: str, metadata: MetaData, what: str) -> Engine:
     except Exception as e:  # sqlalchemy raises many kinds; all mean "store unavailable"
         raise StoreError(f"cannot open {what} {safe_url(url)}: {e}") from e
     return engine
+
+
+def insert_or_ignore(dialect: str, table: Table, key: Sequence[str]) -> Any:
+    """An ``INSERT … ON CONFLICT (key) DO NOTHING`` for SQLite or PostgreSQL.
+
+    Concurrent writers of the same new row then all succeed (one inserts, the others skip)
+    instead of racing a read-then-insert into a unique violation. Add ``.returning(…)`` to
+    learn whether this writer inserted (psycopg reports no ``rowcount`` for it).
+
+    Args:
+        dialect: ``engine.dialect.name``.
+        table: the table to insert into; add ``.values(…)`` to the result.
+        key: the columns of the primary key or unique constraint that decides a conflict.
+
+    Raises:
+        StoreError: another database (only SQLite and PostgreSQL are supported for state).
+    """
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=list(key))
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(key))
+    raise StoreError(f"unsupported state database {dialect!r}: use SQLite or PostgreSQL")
 
 
 def safe_url(url: str) -> str:

@@ -10,9 +10,9 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, delete, select
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Table, Text, delete, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 __all__ = ["Conversation", "SessionStore", "Turn"]
@@ -121,16 +121,21 @@ class SessionStore:
 
     def append(self, conv: Conversation, user: str, assistant: str, intent: str | None, failed: bool) -> None:
         """Record one exchange and the updated slots, in one transaction."""
+        from apps.db import insert_or_ignore
+
         now = time.time()
         with self._session() as db, db.begin():
-            row = db.get(_Session, conv.session_id)
-            if row is None or now - row.updated > self.ttl_s:
-                if row is not None:
-                    db.execute(delete(_Turn).where(_Turn.session_id == conv.session_id))
-                    db.delete(row)
-                    db.flush()
-                row = _Session(id=conv.session_id, created=now, updated=now, slots={}, failures=0)
-                db.add(row)
+            # insert-or-keep before any read: first turns of one session in parallel all succeed
+            # (a read-then-insert raced into a unique violation), and SQLite takes its write lock here
+            new_row = {"id": conv.session_id, "created": now, "updated": now, "slots": {}, "failures": 0}
+            table = cast(Table, _Session.__table__)
+            db.execute(insert_or_ignore(self._engine.dialect.name, table, ["id"]).values(**new_row))
+            row = db.get(_Session, conv.session_id, with_for_update=True)  # PostgreSQL: one turn at a time
+            if row is None:  # deleted between the two statements (a concurrent delete); store nothing
+                return
+            if now - row.updated > self.ttl_s:  # idle past the TTL: start afresh under the same id
+                db.execute(delete(_Turn).where(_Turn.session_id == conv.session_id))
+                row.created = now
             row.updated = now
             row.slots = json.loads(json.dumps(conv.slots))
             row.failures = conv.failures + 1 if failed else 0

@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from apps.db import open_engine
+from apps.db import insert_or_ignore, open_engine
 from kgnlp.errors import NotFoundError, StoreError
 
 __all__ = ["AlertRow", "Delivery", "EventRecord", "IngestResult", "SentimentStore", "TimelineBucket"]
@@ -332,22 +332,24 @@ class SentimentStore:
             alert, ``"alert.resolved"`` when it just resolved, otherwise None.
         """
         now = time.time()
+        episode = and_(
+            alerts.c.rule == alert.rule,
+            alerts.c.scope == alert.scope,
+            alerts.c.key == alert.key,
+            alerts.c.started == alert.started,
+        )
         with self.engine.begin() as c:
-            row = c.execute(
-                select(alerts).where(
-                    and_(
-                        alerts.c.rule == alert.rule,
-                        alerts.c.scope == alert.scope,
-                        alerts.c.key == alert.key,
-                        alerts.c.started == alert.started,
-                    )
-                )
-            ).first()
-            if row is None:
-                alert.id = alert.id or str(uuid.uuid4())
-                alert.created = alert.updated = now
-                c.execute(insert(alerts).values(**_alert_values(alert)))
+            # insert-or-keep first: concurrent evaluations of one new episode all succeed (a
+            # read-then-insert raced into the unique constraint) and exactly one reports it fired
+            fresh = {**_alert_values(alert), "id": alert.id or str(uuid.uuid4()), "created": now, "updated": now}
+            key = ["rule", "scope", "key", "started"]
+            stmt = insert_or_ignore(c.dialect.name, alerts, key).values(**fresh).returning(alerts.c.id)
+            if c.execute(stmt).first() is not None:  # (psycopg reports no rowcount here: RETURNING tells)
+                alert.id, alert.created, alert.updated = fresh["id"], now, now
                 return alert, "alert.fired"
+            row = c.execute(select(alerts).where(episode).with_for_update()).first()
+            if row is None:  # only a concurrent delete could do this; no API deletes alerts
+                raise StoreError(f"alert episode {alert.rule}/{alert.scope}/{alert.key}@{alert.started} vanished")
             stored = _alert(row._mapping)
             change = "alert.resolved" if stored.status == "open" and alert.status == "resolved" else None
             values: dict[str, Any] = {
