@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from kgnlp.errors import KgnlpError, ModelUnavailableError, NotFoundError
+from kgnlp.errors import KgnlpError, ModelUnavailableError, NotFoundError, ValidationError
 from models.generation import (
     ChatMessage,
     GenerationParams,
@@ -158,20 +158,30 @@ class GgufAdapters:
 
     def load(self, name: str, path: Path) -> None:
         """Register ``path`` as ``name`` and open it; the old adapter of that name stays in use
-        if the new one fails to merge or load."""
+        if the new one fails to merge or load.
+
+        Raises:
+            NotFoundError: ``path`` is not an adapter folder.
+            ValidationError: it could not be merged or opened (the old adapter stays).
+        """
         previous = self._paths.get(name)
         old_model = self._models.pop(name, None)
         try:
             self.register(name, path)
             self.model(name)
-        except Exception:
+        except Exception as e:
             if previous is None:
                 self._paths.pop(name, None)
             else:
                 self._paths[name] = previous
                 if old_model is not None:
                     self._models[name] = old_model
-            raise
+            if isinstance(e, KgnlpError):
+                raise
+            raise ValidationError(
+                f"adapter {name!r} from {path} could not be loaded ({type(e).__name__}: {e}); "
+                f"{'the previous one stays in use' if previous is not None else 'nothing was registered'}"
+            ) from e
         if old_model is not None:
             with contextlib.suppress(Exception):
                 old_model.close()

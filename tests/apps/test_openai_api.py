@@ -136,6 +136,24 @@ def test_admin_hot_loads_and_unloads_adapters(service: Any, generator_path: Any,
     assert httpx.delete(f"{url}/nope").status_code == 404
 
 
+@pytest.mark.parametrize("how", ["missing weights", "corrupt weights"])
+def test_a_failed_adapter_reload_over_http_keeps_the_working_adapter(service: Any, tmp_path: Any, how: str) -> None:
+    """#19 item 8: POST /admin/adapters with a broken folder under a serving adapter's name
+    answers 422 naming the problem; the adapter answers as before (on the configured engine)."""
+    from tests.models.test_adapters import _broken_copy
+
+    body = {"model": f"{BASE}:alpha", "messages": Q, "max_tokens": 12}
+    before = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=60).json()
+    alpha = service.services.settings.models.adapter_dir / "alpha"
+    broken = _broken_copy(alpha, tmp_path / "broken", how)
+    r = httpx.post(f"{service.url}/admin/adapters", json={"name": "alpha", "path": str(broken)}, timeout=120)
+    assert r.status_code == 422, r.text
+    assert "adapter_model" in r.json()["error"]["message"] or "could not be loaded" in r.json()["error"]["message"]
+    after = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=60).json()
+    assert after["choices"][0]["message"]["content"] == before["choices"][0]["message"]["content"]
+    assert "alpha" in httpx.get(f"{service.url}/admin/adapters").json()["loaded"]
+
+
 def test_concurrent_requests_wait_their_turn_and_keep_their_own_answers(client: openai.OpenAI, service: Any) -> None:
     """On the llama.cpp engine (the default here) waiting requests decode one after another; on
     torch they share one static batch (tests/models/test_concurrency.py checks that on the real

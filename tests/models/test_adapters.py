@@ -118,3 +118,42 @@ def test_unloading_the_last_adapter_leaves_a_working_base(generator_path: Path, 
     assert fresh.generate(Q, P).text == base  # no LoRA layer left behind
     assert fresh.generate_batch([Q], P)[0].text == base
     assert fresh.generate(Q, P, adapter="alpha").text == alpha  # and it loads again
+
+
+def _broken_copy(good: Path, out: Path, how: str) -> Path:
+    import shutil
+
+    shutil.copytree(good, out)
+    weights = out / "adapter_model.safetensors"
+    if how == "missing weights":
+        weights.unlink()
+    elif how == "corrupt weights":
+        weights.write_bytes(b"\x00" * 64 + weights.read_bytes()[64:])  # a damaged header
+    else:  # weights of another rank than the config says: peft injects layers, then fails to fill them
+        import json
+
+        cfg = json.loads((out / "adapter_config.json").read_text())
+        (out / "adapter_config.json").write_text(json.dumps({**cfg, "r": 8}))
+    return out
+
+
+@pytest.mark.parametrize("how", ["missing weights", "corrupt weights", "wrong shapes"])
+def test_a_failed_hot_reload_keeps_the_working_adapter(
+    generator_path: Path, adapter_dir: Path, tmp_path: Path, how: str
+) -> None:
+    """#19 item 8: reloading an adapter from a broken folder fails with a clear error and the
+    adapter of that name goes on serving, unchanged (before, it was unloaded first and lost)."""
+    fresh = LocalGenerator.from_path(generator_path, name="fresh", adapter_dir=adapter_dir)
+    long = GenerationParams(max_tokens=16)
+    before = fresh.generate(Q, long, adapter="alpha").text
+    with pytest.raises(ValidationError, match=r"adapter_model|could not be loaded"):
+        fresh.adapters.load("alpha", _broken_copy(adapter_dir / "alpha", tmp_path / "broken", how))
+    assert fresh.generate(Q, long, adapter="alpha").text == before
+    assert fresh.generate_batch([Q], long, ["alpha"])[0].text == before
+    assert fresh.adapters.loaded() == ["alpha"] and fresh.adapters.available() == ["alpha", "beta"]
+    # a good reload swaps the weights in: alpha now answers as beta's weights do
+    fresh.adapters.load("alpha", adapter_dir / "beta")
+    assert fresh.generate(Q, long, adapter="alpha").text == fresh.generate(Q, long, adapter="beta").text
+    fresh.adapters.unload("alpha")
+    fresh.adapters.unload("beta")
+    assert not fresh.adapters.wrapped  # nothing left behind by the staged loads
