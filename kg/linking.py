@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,16 @@ from kg.store import Entity, GraphStore
 from kg.text import normalize_key, normalize_with_offsets
 from kgnlp.errors import ConfigurationError
 
-__all__ = ["Embedder", "Linker", "Mention", "linking_sample"]
+__all__ = [
+    "CONTEXT_CHARS",
+    "MAX_CONTEXTS",
+    "MAX_FUZZY_LOOKUPS",
+    "MAX_MENTIONS",
+    "Embedder",
+    "Linker",
+    "Mention",
+    "linking_sample",
+]
 
 Embedder = Callable[[list[str]], np.ndarray]
 """Maps texts to an (n, d) array of vectors (e.g. a sentence-transformers encode)."""
@@ -47,6 +56,19 @@ _SYMBOL_WORDS = frozenset(_SYMBOL_WORDS_TEXT.split())
 
 
 LOWERCASE_WORD_SCORE = 0.5
+MAX_MENTIONS = 100
+"""Mentions returned per text at most (the first ones by position): bounds the work one text costs."""
+CONTEXT_CHARS = 128
+"""Characters around a text's first ambiguous mention embedded to disambiguate: one short embedding per text."""
+MAX_CONTEXTS = 16
+"""Texts per ``link_many`` call whose context is embedded at most (the first ones with an ambiguous
+mention); the others rank candidates by type prior alone. Bounds the embedder's work per request."""
+MAX_FUZZY_LOOKUPS = 64
+"""Capitalised n-grams looked up in the fuzzy dictionary per text at most (memoised or scanned)."""
+_FUZZY_CACHE_SIZE = 4096
+
+_Span = tuple[int, int, list[str], float, str]  # start, end, entity ids, span score, method
+_METHOD_ORDER = {"cashtag": 0, "alias": 1, "symbol": 2, "fuzzy": 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +102,13 @@ class _Info:
 class Linker:
     """Dictionary + symbol + fuzzy entity linker over a fixed set of entities.
 
+    The cost of a text is bounded for hostile input: candidate spans are found in
+    one pass and overlaps resolved in time linear in their total length; at most
+    ``max_mentions`` mentions and ``max_fuzzy_lookups`` fuzzy scans per text; one
+    embedding per text (of ``context_chars`` around its first ambiguous mention),
+    and :meth:`link_many` embeds the contexts of a batch in one embedder call, for at most
+    ``max_contexts`` texts (the others rank by type prior alone).
+
     Args:
         entities: Entities to link to (names and aliases become the dictionary).
         embedder: Optional ``texts -> (n, d) array`` used to disambiguate.
@@ -88,6 +117,11 @@ class Linker:
         symbol_attribute: Attribute holding a ticker-like symbol.
         fuzzy_threshold: Minimum rapidfuzz ratio (0-100) for the fuzzy fallback;
             ``None`` disables it.
+        max_mentions: Mentions returned per text at most (the first by position).
+        context_chars: Length of the text window embedded for disambiguation
+            (the whole text when shorter).
+        max_fuzzy_lookups: Capitalised n-grams looked up in the fuzzy dictionary per text at most.
+        max_contexts: Texts per :meth:`link_many` call whose context is embedded at most.
     """
 
     def __init__(
@@ -99,14 +133,32 @@ class Linker:
         exclude_types: Iterable[str] = ("Document",),
         symbol_attribute: str = "ticker",
         fuzzy_threshold: float | None = 90.0,
+        max_mentions: int = MAX_MENTIONS,
+        context_chars: int = CONTEXT_CHARS,
+        max_fuzzy_lookups: int = MAX_FUZZY_LOOKUPS,
+        max_contexts: int = MAX_CONTEXTS,
     ) -> None:
         try:
             import ahocorasick
         except ImportError as err:  # pragma: no cover - core dependency
             raise ConfigurationError("entity linking needs the 'pyahocorasick' package") from err
+        for field, value, low in (
+            ("max_mentions", max_mentions, 1),
+            ("context_chars", context_chars, 1),
+            ("max_fuzzy_lookups", max_fuzzy_lookups, 0),
+            ("max_contexts", max_contexts, 0),
+        ):
+            if not isinstance(value, int) or value < low:
+                raise ConfigurationError(f"Linker {field} must be an integer >= {low}, got {value!r}")
+        if fuzzy_threshold is not None and not 0 < fuzzy_threshold <= 100:
+            raise ConfigurationError(f"Linker fuzzy_threshold must be in (0, 100] or None, got {fuzzy_threshold!r}")
         self.embedder = embedder
         self.type_priors = dict(type_priors or {})
         self.fuzzy_threshold = fuzzy_threshold
+        self.max_mentions = max_mentions
+        self.context_chars = context_chars
+        self.max_fuzzy_lookups = max_fuzzy_lookups
+        self.max_contexts = max_contexts
         excluded = set(exclude_types)
         self._info: dict[str, _Info] = {}
         self._by_key: dict[str, list[str]] = defaultdict(list)
@@ -134,7 +186,9 @@ class Linker:
         if self._by_key:
             self._automaton.make_automaton()
         self._keys = list(self._by_key)
+        self._len_cache: dict[int, list[str]] = {}  # n-gram key length -> alias keys a fuzzy match may have
         self._emb_cache: dict[str, np.ndarray] = {}
+        self._fuzzy_cache: dict[str, str | None] = {}  # n-gram key -> best alias key (None: no match)
 
     @classmethod
     def from_store(cls, store: GraphStore, **kwargs: Any) -> Linker:
@@ -162,11 +216,67 @@ class Linker:
                 lower-case single-word matches (scored 0.5); pass 0 to keep them.
 
         Returns:
-            Non-overlapping mentions ordered by position.
+            Non-overlapping mentions ordered by position (at most ``max_mentions``).
         """
+        return self.link_many([text], min_score=min_score)[0]
+
+    def link_many(self, texts: Sequence[str], *, min_score: float = 0.6) -> list[list[Mention]]:
+        """Find entity mentions in each of ``texts`` (as :meth:`link`, one embedder call for all).
+
+        Args:
+            texts: Free texts.
+            min_score: As for :meth:`link`.
+
+        Returns:
+            The mentions of each text, in input order.
+        """
+        found = [self._spans(t, min_score) for t in texts]
+        queries: dict[str, int] = {}  # context -> row of the query matrix (equal contexts share one)
+        rows: list[int | None] = []
+        for text, spans in zip(texts, found, strict=True):
+            first = next((sp for sp in spans if len(sp[2]) > 1), None)
+            if first is None or self.embedder is None:
+                rows.append(None)
+                continue
+            ctx = self._context(text, first[0], first[1])
+            if ctx not in queries and len(queries) >= self.max_contexts:
+                rows.append(None)  # over the batch's embedding budget: type prior alone
+                continue
+            rows.append(queries.setdefault(ctx, len(queries)))
+        q = self._embed_queries(list(queries), [i for sp in found for s in sp if len(s[2]) > 1 for i in s[2]])
+        out = []
+        ranks: dict[tuple[tuple[str, ...], int | None], list[tuple[str, float]]] = {}
+        for text, spans, row in zip(texts, found, rows, strict=True):
+            qv = q[row] if q is not None and row is not None else None
+            mentions = []
+            for start, end, ids, score, method in spans:
+                if len(ids) > 1:
+                    memo = (tuple(ids), row if qv is not None else None)  # a repeated name ranks once
+                    ranked = ranks.get(memo) or ranks.setdefault(memo, self._disambiguate(ids, qv))
+                else:
+                    ranked = [(ids[0], 1.0)]
+                info = self._info[ranked[0][0]]
+                mentions.append(
+                    Mention(
+                        start,
+                        end,
+                        text[start:end],
+                        ranked[0][0],
+                        info.type,
+                        info.name,
+                        round(score, 4),  # span confidence; which entity is in ``candidates``
+                        method,
+                        tuple(ranked) if len(ranked) > 1 else (),
+                    )
+                )
+            out.append(mentions)
+        return out
+
+    def _spans(self, text: str, min_score: float) -> list[_Span]:
+        """The kept spans of one text, by position: found, overlaps resolved, filtered, capped."""
         if not text or not self._info:
             return []
-        spans: list[tuple[int, int, list[str], float, str]] = []  # start, end, ids, score, method
+        spans: list[_Span] = []
         for m in _CASHTAG.finditer(text):
             ids = self._by_symbol.get(m.group(1).upper())
             if ids:
@@ -190,56 +300,34 @@ class Linker:
                 # a lower-case single word is often an ordinary word ("target", "visa")
                 score = LOWERCASE_WORD_SCORE if " " not in key and surface.islower() else 1.0
                 spans.append((o_start, o_end, self._by_key[key], score, "alias"))
-        if self.fuzzy_threshold is not None:
-            spans += self._fuzzy(text, spans)
-        chosen = self._resolve_overlaps(spans)
-        out = []
-        for start, end, ids, score, method in chosen:
-            ranked = self._disambiguate(ids, text) if len(ids) > 1 else [(ids[0], 1.0)]
-            best = ranked[0][0]
-            info = self._info[best]
-            s = round(score, 4)  # span confidence; which entity is in ``candidates``
-            if s < min_score:
-                continue
-            out.append(
-                Mention(
-                    start,
-                    end,
-                    text[start:end],
-                    best,
-                    info.type,
-                    info.name,
-                    s,
-                    method,
-                    tuple(ranked) if len(ranked) > 1 else (),
-                )
-            )
-        return out
+        kept = _kept(spans, len(text), min_score)
+        if self.fuzzy_threshold is not None and self.max_fuzzy_lookups:
+            # fuzzy spans overlap no exact candidate (nor each other), so they leave the exact
+            # choice as it is; one starting past the last exact mention that can be returned
+            # cannot be returned either
+            until = kept[self.max_mentions - 1][1] if len(kept) >= self.max_mentions else len(text)
+            fuzzy = [sp for sp in self._fuzzy(text, spans, until) if round(sp[3], 4) >= min_score]
+            if fuzzy:
+                kept = sorted(kept + fuzzy, key=lambda sp: sp[0])
+        return kept[: self.max_mentions]
 
-    @staticmethod
-    def _resolve_overlaps(
-        spans: list[tuple[int, int, list[str], float, str]],
-    ) -> list[tuple[int, int, list[str], float, str]]:
-        order = {"cashtag": 0, "alias": 1, "symbol": 2, "fuzzy": 3}
-        spans = sorted(spans, key=lambda s: (order[s[4]], -(s[1] - s[0]), -s[3], s[0]))
-        taken: list[tuple[int, int]] = []
-        chosen = []
-        for sp in spans:
-            if any(sp[0] < e and s < sp[1] for s, e in taken):
-                continue
-            taken.append((sp[0], sp[1]))
-            chosen.append(sp)
-        return sorted(chosen, key=lambda s: s[0])
+    def _fuzzy(self, text: str, exact: list[_Span], until: int) -> list[_Span]:
+        """Fuzzy spans of capitalised n-grams starting before ``until`` that no exact span overlaps.
 
-    def _fuzzy(
-        self, text: str, exact: list[tuple[int, int, list[str], float, str]]
-    ) -> list[tuple[int, int, list[str], float, str]]:
-        from rapidfuzz import fuzz, process
+        At most ``max_fuzzy_lookups`` n-grams reach the dictionary (cached or scanned):
+        in a long text the fallback covers its first proper nouns only.
+        """
+        from rapidfuzz import fuzz
 
-        covered = [(s, e) for s, e, *_ in exact]
+        covered = _occupancy(exact, len(text))
+        out: list[_Span] = []
+        budget = self.max_fuzzy_lookups
         words = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
-        out = []
         for i in range(len(words)):
+            if words[i][0] >= until:
+                break
+            if covered[words[i][0]]:
+                continue  # every n-gram starting here overlaps an exact span
             w0 = words[i][2].lstrip("\"'(")
             if not w0[:1].isupper():
                 continue  # proper-noun heuristic keeps the fallback cheap and precise
@@ -249,34 +337,115 @@ class Linker:
                 start, end = words[i][0], words[i + n - 1][1]
                 while end > start and not text[end - 1].isalnum():
                     end -= 1
+                if covered.find(1, start, end) != -1:
+                    continue
                 key = normalize_key(text[start:end])
                 if len(key) < 5 or key in _STOPWORDS or key in self._by_key:
                     continue
-                if any(start < e and s < end for s, e in covered):
-                    continue
-                hit = process.extractOne(key, self._keys, scorer=fuzz.ratio, score_cutoff=self.fuzzy_threshold)
-                if hit:
-                    out.append((start, end, self._by_key[hit[0]], 0.9 * hit[1] / 100.0, "fuzzy"))
-                    covered.append((start, end))
+                if budget == 0:
+                    return out
+                budget -= 1
+                best = self._fuzzy_match(key)
+                if best is not None:
+                    score = fuzz.ratio(key, best)
+                    out.append((start, end, self._by_key[best], 0.9 * score / 100.0, "fuzzy"))
+                    covered[start:end] = b"\x01" * (end - start)
                     break
         return out
 
-    def _disambiguate(self, ids: list[str], text: str) -> list[tuple[str, float]]:
+    def _fuzzy_match(self, key: str) -> str | None:
+        """The alias key closest to ``key`` at or above the threshold (memoised), or None."""
+        from rapidfuzz import fuzz, process
+
+        if key in self._fuzzy_cache:
+            return self._fuzzy_cache[key]
+        hit = process.extractOne(
+            key, self._similar_length(len(key)), scorer=fuzz.ratio, score_cutoff=self.fuzzy_threshold
+        )
+        best = hit[0] if hit else None
+        if len(self._fuzzy_cache) >= _FUZZY_CACHE_SIZE:
+            self._fuzzy_cache.clear()
+        self._fuzzy_cache[key] = best
+        return best
+
+    def _similar_length(self, n: int) -> list[str]:
+        """Alias keys (in dictionary order) whose length allows a ratio >= the threshold with a length-``n`` key."""
+        keys = self._len_cache.get(n)
+        if keys is None:
+            # ratio = 100 * (1 - indel / (n + m)) and indel >= |n - m|
+            slack = 1.0 - (self.fuzzy_threshold or 0.0) / 100.0
+            keys = [k for k in self._keys if abs(n - len(k)) <= slack * (n + len(k)) + 1e-9]
+            if len(self._len_cache) < _FUZZY_CACHE_SIZE:
+                self._len_cache[n] = keys
+        return keys
+
+    def _context(self, text: str, start: int, end: int) -> str:
+        """About ``context_chars`` of ``text`` around ``text[start:end]``, cut at spaces."""
+        width = self.context_chars
+        if len(text) <= width:
+            return text
+        a = max(0, min(start - (width - (end - start)) // 2, len(text) - width))
+        b = min(len(text), max(a + width, end))
+        if a > 0:
+            cut = text.find(" ", a, start)
+            a = cut + 1 if cut != -1 else a
+        if b < len(text):
+            cut = text.rfind(" ", end, b)
+            b = cut if cut != -1 else b
+        return text[a:b]
+
+    def _embed_queries(self, contexts: list[str], candidate_ids: list[str]) -> np.ndarray | None:
+        """Unit vectors of ``contexts`` (one embedder call), caching the candidates' vectors too."""
+        if self.embedder is None or not contexts:
+            return None
+        missing = list(dict.fromkeys(i for i in candidate_ids if i not in self._emb_cache))
+        vecs = np.asarray(self.embedder(contexts + [self._info[i].context for i in missing]), float)
+        vecs = vecs / np.where((norms := np.linalg.norm(vecs, axis=1, keepdims=True)) > 0, norms, 1.0)
+        for i, v in zip(missing, vecs[len(contexts) :], strict=True):
+            self._emb_cache[i] = v
+        return vecs[: len(contexts)]
+
+    def _disambiguate(self, ids: list[str], q: np.ndarray | None) -> list[tuple[str, float]]:
         prior = np.array([self.type_priors.get(self._info[i].type, 1.0) for i in ids], float)
         score = prior / prior.sum() if prior.sum() > 0 else np.full(len(ids), 1 / len(ids))
-        if self.embedder is not None:
-            missing = [i for i in ids if i not in self._emb_cache]
-            if missing:
-                vecs = np.asarray(self.embedder([self._info[i].context for i in missing]), float)
-                for i, v in zip(missing, vecs, strict=True):
-                    self._emb_cache[i] = v / (np.linalg.norm(v) or 1.0)
-            q = np.asarray(self.embedder([text]), float)[0]
-            q = q / (np.linalg.norm(q) or 1.0)
+        if q is not None:
             sims = np.array([float(self._emb_cache[i] @ q) for i in ids])
             sim_w = np.exp(sims * 10.0)
             score = 0.3 * score + 0.7 * sim_w / sim_w.sum()
         order = np.argsort(-score, kind="stable")
         return [(ids[k], round(float(score[k]), 4)) for k in order]
+
+
+def _occupancy(spans: Iterable[_Span], n: int) -> bytearray:
+    """One byte per character of the text: 1 where some span covers it."""
+    occ = bytearray(n)
+    for s, e, *_ in spans:
+        occ[s:e] = b"\x01" * (e - s)
+    return occ
+
+
+def _kept(spans: list[_Span], n: int, min_score: float) -> list[_Span]:
+    """The spans that survive overlap resolution and score at least ``min_score``, by position."""
+    return [sp for sp in _resolve_overlaps(spans, n) if round(sp[3], 4) >= min_score]
+
+
+def _resolve_overlaps(spans: list[_Span], n: int) -> list[_Span]:
+    """Keep the best span of every overlapping group, by position.
+
+    Best: method (cashtag, alias, symbol, fuzzy), then longer, then better scored,
+    then earlier. An occupancy array makes each check cost the span's length, not
+    the number of spans already taken.
+    """
+    spans = sorted(spans, key=lambda s: (_METHOD_ORDER[s[4]], -(s[1] - s[0]), -s[3], s[0]))
+    occ = bytearray(n)
+    chosen = []
+    for sp in spans:
+        s, e = sp[0], sp[1]
+        if occ.find(1, s, e) != -1:
+            continue
+        occ[s:e] = b"\x01" * (e - s)
+        chosen.append(sp)
+    return sorted(chosen, key=lambda s: s[0])
 
 
 _TEMPLATES = (

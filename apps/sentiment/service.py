@@ -54,7 +54,8 @@ class SentimentService:
         classifier: ``apps.sentiment.classifier.SentimentClassifier``.
         tagger: ``apps.sentiment.topics.TopicTagger``.
         directory: companies of the finance graph (may be empty).
-        link: ``text -> mentions`` (the graph's linker), or None without a graph.
+        link: ``texts -> mentions of each text`` (the graph linker's ``link_many``: one
+            embedder call per batch), or None without a graph.
         store: events and alerts.
         monitor: ``apps.sentiment.monitor.AlertMonitor``.
         dispatcher: webhook sender (optional).
@@ -67,7 +68,7 @@ class SentimentService:
         classifier: Any,
         tagger: Any,
         directory: CompanyDirectory,
-        link: Callable[[str], list[Any]] | None,
+        link: Callable[[list[str]], list[list[Any]]] | None,
         store: SentimentStore,
         monitor: Any,
         dispatcher: Any = None,
@@ -96,14 +97,15 @@ class SentimentService:
         """Label, probabilities, topics and linked companies of each text, in input order."""
         preds = self.classifier.predict(list(texts))
         topics = self.tagger.tag(list(texts))
+        mentions = self.link(list(texts)) if self.link is not None else [[] for _ in texts]
         return [
-            Analysis(p.label, dict(p.probabilities), t, self._companies(text, p.label))
-            for text, p, t in zip(texts, preds, topics, strict=True)
+            Analysis(p.label, dict(p.probabilities), t, self._companies(ms, p.label))
+            for ms, p, t in zip(mentions, preds, topics, strict=True)
         ]
 
-    def _companies(self, text: str, label: str) -> list[dict[str, Any]]:
+    def _companies(self, mentions: list[Any], label: str) -> list[dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for m in self.link(text) if self.link is not None else []:
+        for m in mentions:
             if m.entity_id in self.directory and m.entity_id not in out:
                 out[m.entity_id] = {
                     **self.directory.get(m.entity_id).public(),
@@ -200,7 +202,7 @@ def build_service(settings: Settings, embedder: Any, graphs: Any, classifier: An
     if graphs is not None:
         try:
             directory = CompanyDirectory.from_store(graphs.get(cfg.graph))
-            link = graphs.linker(cfg.graph).link
+            link = graphs.linker(cfg.graph).link_many
         except NotFoundError as e:
             log.warning("sentiment without company linking: %s", e)
     store = SentimentStore(settings.db_url).open()

@@ -62,8 +62,8 @@ def directory() -> CompanyDirectory:
     return CompanyDirectory(cos)
 
 
-def link(text: str) -> list[Mention]:
-    return [Mention(f"company:{w[1:]}", w) for w in text.split() if w.startswith("$")]
+def link(texts: list[str]) -> list[list[Mention]]:
+    return [[Mention(f"company:{w[1:]}", w) for w in text.split() if w.startswith("$")] for text in texts]
 
 
 def make_service(db: Path, *, mask: bool = False, notify: list | None = None) -> SentimentService:
