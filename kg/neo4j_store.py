@@ -138,19 +138,44 @@ def _relation(h: str, t: str, rec: Any) -> Relation:
 class Neo4jStore:
     """``GraphStore`` on Neo4j; one instance serves one named graph.
 
-    Use :meth:`open`; the constructor does no I/O.
+    Use :meth:`open` for a store that owns its driver; a ``GraphRegistry`` passes one
+    shared driver to all its stores instead (a driver is a connection pool: one per
+    server, not one per graph). The constructor does no I/O.
 
     Args:
         config: Connection settings.
         graph: Graph name (namespace of the nodes).
+        driver: A shared ``neo4j.Driver`` (not closed by :meth:`close`); None until :meth:`open`.
     """
 
     backend = "neo4j"
 
-    def __init__(self, config: Neo4jConfig, graph: str = "default") -> None:
+    def __init__(self, config: Neo4jConfig, graph: str = "default", *, driver: Any = None) -> None:
         self.config = config
         self.graph = graph
-        self._driver: Any = None
+        self._driver: Any = driver
+        self._owns_driver = driver is None
+
+    @staticmethod
+    def connect(config: Neo4jConfig) -> Any:
+        """Create a driver for ``config`` (lazy: it connects on its first query).
+
+        Args:
+            config: Connection settings (``uri`` required).
+
+        Returns:
+            A ``neo4j.Driver``; the caller closes it.
+        """
+        if not config.uri:
+            raise ConfigurationError("Neo4j uri is empty: set KGNLP_NEO4J_URI")
+        try:
+            import neo4j
+        except ImportError as e:  # pragma: no cover - core dependency
+            raise StoreError("the Neo4j backend needs the 'neo4j' package") from e
+        try:
+            return neo4j.GraphDatabase.driver(config.uri, auth=(config.user, config.password))
+        except (neo4j.exceptions.DriverError, ValueError) as e:
+            raise StoreError(f"cannot use Neo4j at {config.uri}: {e}") from e
 
     @classmethod
     def open(cls, config: Neo4jConfig, graph: str = "default") -> Neo4jStore:
@@ -161,42 +186,53 @@ class Neo4jStore:
             graph: Graph name.
 
         Returns:
-            The open store.
+            The open store (it owns its driver).
         """
-        if not config.uri:
-            raise ConfigurationError("Neo4j uri is empty: set KGNLP_NEO4J_URI")
+        import neo4j
+
         store = cls(config, graph)
+        store._driver = cls.connect(config)
         try:
-            import neo4j
-        except ImportError as e:  # pragma: no cover - core dependency
-            raise StoreError("the Neo4j backend needs the 'neo4j' package") from e
-        try:
-            store._driver = neo4j.GraphDatabase.driver(config.uri, auth=(config.user, config.password))
             store._driver.verify_connectivity()
-            for stmt in _SCHEMA:
-                store._run_write(lambda tx, s=stmt: tx.run(s).consume())
         except neo4j.exceptions.Neo4jError as e:
             store.close()
             raise StoreError(f"Neo4j at {config.uri}: {e.code}: {e.message}") from e
         except neo4j.exceptions.DriverError as e:
             store.close()
             raise StoreError(f"cannot connect to Neo4j at {config.uri}: {e}") from e
+        try:
+            store.ensure_schema()
+        except StoreError:
+            store.close()
+            raise
         return store
+
+    def ensure_schema(self) -> None:
+        """Create the constraints and indexes every graph shares (idempotent DDL).
+
+        Runs when a graph is created or opened on its own, never on a registry's read path.
+        """
+        for stmt in _SCHEMA:
+            self._run_write(lambda tx, s=stmt: tx.run(s).consume())
+
+    def graph_names(self) -> list[str]:
+        """Names of the graphs stored in the database (through this store's driver)."""
+        return sorted(r["g"] for r in self._read("MATCH (n:KgEntity) RETURN DISTINCT n.graph AS g"))
 
     @classmethod
     def list_graphs(cls, config: Neo4jConfig) -> list[str]:
         """Names of the graphs stored in the database."""
         s = cls.open(config, "default")
         try:
-            return sorted(r["g"] for r in s._read("MATCH (n:KgEntity) RETURN DISTINCT n.graph AS g"))
+            return s.graph_names()
         finally:
             s.close()
 
     def close(self) -> None:
-        """Close the driver (idempotent)."""
-        if self._driver is not None:
+        """Close the driver when this store owns it (idempotent)."""
+        if self._driver is not None and self._owns_driver:
             self._driver.close()
-            self._driver = None
+        self._driver = None
 
     def __enter__(self) -> Self:
         return self

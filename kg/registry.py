@@ -3,7 +3,10 @@
 The API keeps one ``GraphRegistry`` in ``app.state.graphs``; the CLI builds one
 per command. For the embedded backend each graph is a directory
 ``<root>/<name>/`` (ladybug allows one read-write process per database, so API
-workers that share a graph with a writer should open it ``read_only``).
+workers that share a graph with a writer should open it ``read_only``). For Neo4j the
+registry holds one driver (a connection pool) that every graph's store shares; a graph
+name is served only when the database holds it, and the schema DDL runs when a graph is
+created (``get(name, create=True)``), not on reads.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ class GraphRegistry:
         self.linker_options = dict(linker_options or {})
         self._stores: dict[str, GraphStore] = {}
         self._linkers: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._driver: Any = None  # the shared neo4j driver, created on first use
+        self._schema_ready = False
 
     @staticmethod
     def check_name(name: str) -> str:
@@ -67,9 +72,9 @@ class GraphRegistry:
         return self.root / self.check_name(name)
 
     def exists(self, name: str) -> bool:
-        """Whether the graph exists (embedded: its database file is present)."""
+        """Whether the graph exists (embedded: its database file is present; Neo4j: it has nodes)."""
         if self.backend == "neo4j":
-            return name in self.names()
+            return name in self._stores or name in self._neo4j_catalog().graph_names()
         from kg.ladybug_store import DB_FILENAME
 
         return (self.path(name) / DB_FILENAME).exists()
@@ -85,23 +90,37 @@ class GraphRegistry:
                     p.name for p in self.root.iterdir() if (p / DB_FILENAME).exists() and GRAPH_NAME.match(p.name)
                 )
         else:
-            from kg.neo4j_store import Neo4jConfig, Neo4jStore
-
-            cfg = Neo4jConfig.from_env().replace(**self.neo4j)
-            found.update(Neo4jStore.list_graphs(cfg))
+            found.update(self._neo4j_catalog().graph_names())
         return sorted(found)
+
+    def _neo4j_store(self, name: str) -> Any:
+        """A store of graph ``name`` on the shared driver (created lazily: no connection, no DDL)."""
+        from kg.neo4j_store import Neo4jConfig, Neo4jStore
+
+        cfg = Neo4jConfig.from_env().replace(**self.neo4j)
+        with self._lock:
+            if self._driver is None:
+                self._driver = Neo4jStore.connect(cfg)
+            return Neo4jStore(cfg, graph=name, driver=self._driver)
+
+    def _neo4j_catalog(self) -> Any:
+        """A store on the shared driver for database-wide reads (the graph names)."""
+        return self._neo4j_store("default")
 
     def get(self, name: str, *, create: bool = False) -> GraphStore:
         """Return the open store of a graph, opening it on first use.
 
         Args:
             name: Graph name.
-            create: Create an embedded graph that does not exist yet.
+            create: Create a graph that does not exist yet (Neo4j: and set up the schema).
 
         Returns:
             The store (owned by the registry: do not close it).
         """
         self.check_name(name)
+        if self.backend == "neo4j" and not create and name not in self._stores and not self.exists(name):
+            # an unknown name costs one read on the shared driver (outside the lock): no driver, no DDL
+            raise NotFoundError(f"graph {name!r} not found in Neo4j (build it with: kgnlp kg build-demo {name})")
         with self._lock:
             store = self._stores.get(name)
             if store is not None:
@@ -115,9 +134,10 @@ class GraphRegistry:
 
                 store = LadybugStore.open(self.path(name), read_only=self.read_only)
             else:
-                from kg.neo4j_store import Neo4jConfig, Neo4jStore
-
-                store = Neo4jStore.open(Neo4jConfig.from_env().replace(**self.neo4j), graph=name)
+                store = self._neo4j_store(name)
+                if create and not self._schema_ready:
+                    store.ensure_schema()
+                    self._schema_ready = True
             self._stores[name] = store
             return store
 
@@ -139,12 +159,16 @@ class GraphRegistry:
             self._linkers.pop(name, None)
 
     def close(self) -> None:
-        """Close every open store (idempotent)."""
+        """Close every open store and the shared driver (idempotent)."""
         with self._lock:
             for s in self._stores.values():
                 s.close()
             self._stores.clear()
             self._linkers.clear()
+            if self._driver is not None:
+                self._driver.close()
+                self._driver = None
+                self._schema_ready = False
 
     def __enter__(self) -> Self:
         return self
