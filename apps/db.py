@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import MetaData, Table, create_engine, event
@@ -10,19 +13,21 @@ from sqlalchemy.engine import Engine, make_url
 
 from kgnlp.errors import StoreError
 
-__all__ = ["insert_or_ignore", "open_engine", "safe_url"]
+__all__ = ["insert_or_ignore", "open_engine", "private_sqlite_file", "safe_url"]
 
 
 def open_engine(url: str, metadata: MetaData, what: str) -> Engine:
     """Connect to ``url`` and create ``metadata``'s tables.
 
     SQLite gets WAL journaling (readers never block the writer; a crash keeps every
-    committed transaction), foreign keys on, and ``synchronous=NORMAL``.
+    committed transaction), foreign keys on, and ``synchronous=NORMAL``; its file is made
+    private (see :func:`private_sqlite_file`).
 
     Raises:
         StoreError: the database cannot be reached or the tables cannot be created.
     """
     try:
+        private_sqlite_file(url)
         engine = create_engine(url, future=True, pool_pre_ping=True)
         if engine.dialect.name == "sqlite":
 
@@ -39,6 +44,27 @@ def open_engine(url: str, metadata: MetaData, what: str) -> Engine:
     except Exception as e:  # sqlalchemy raises many kinds; all mean "store unavailable"
         raise StoreError(f"cannot open {what} {safe_url(url)}: {e}") from e
     return engine
+
+
+def private_sqlite_file(url: str) -> None:
+    """Create a SQLite database file readable by its owner only (mode 0600), or tighten an existing one.
+
+    The state database holds conversations and events; the default umask would leave it (and
+    SQLite's ``-wal``/``-shm`` files, which copy the database file's mode) world-readable.
+    Other URLs, in-memory and ``file:`` URI databases are left alone.
+
+    Raises:
+        OSError: the file cannot be created (e.g. its folder is missing).
+    """
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" or u.database.startswith("file:"):
+        return
+    path = Path(u.database)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # no O_TRUNC: an existing database is kept
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p.exists():
+            with contextlib.suppress(PermissionError):  # another owner's file: theirs to protect
+                p.chmod(0o600)
 
 
 def insert_or_ignore(dialect: str, table: Table, key: Sequence[str]) -> Any:

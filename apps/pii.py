@@ -1,24 +1,41 @@
-"""Mask personal data in free text: emails, card numbers, IBANs, order ids, phone numbers.
+"""Mask personal data in free text: emails, card numbers, IBANs, order ids, phone numbers, names.
 
-Used on every log line (``KGNLP_OBSERVABILITY__MASK_PII_LOGS``, on by default) and, where
-``KGNLP_OBSERVABILITY__MASK_PII_STORED`` is set, by code that stores user texts. Card numbers
+Used on every log line (``KGNLP_OBSERVABILITY__MASK_PII_LOGS``) and by code that stores user
+texts, slots, alert explanations and webhook payloads (``KGNLP_OBSERVABILITY__MASK_PII_STORED``);
+both are on by default. Card numbers
 must pass the Luhn check and IBANs the ISO 7064 mod-97 check, so amounts, ids and dates are
 left alone; phone numbers need 9–15 digits (8 with a leading ``+``), separators unless
 international, and must not look like a date, time, version or IP address. Masks are
-``[EMAIL]``, ``[CARD]``, ``[IBAN]``, ``[ORDER_ID]``, ``[PHONE]``.
+``[EMAIL]``, ``[CARD]``, ``[IBAN]``, ``[ORDER_ID]``, ``[PHONE]``, ``[NAME]``. Names are found only
+where a customer introduces themself ("my name is Ana Silva", "I'm Ana", "call me Ana": the forms
+the slot extractor reads) and, in stored turns, wherever a name or email given as a slot recurs
+(:func:`mask_known`). A statistical tagger would find more (a name with no introduction); none is
+used yet.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 
-__all__ = ["luhn_ok", "mask_pii"]
+__all__ = ["PERSONAL_SLOTS", "PLACEHOLDERS", "luhn_ok", "mask_known", "mask_pii", "mask_slots"]
+
+# slots that are personal data whatever their value: stored as the placeholder alone
+PERSONAL_SLOTS: dict[str, str] = {"person_name": "[NAME]", "email": "[EMAIL]"}
+# slots that name an order or invoice, not a person; later turns need them ("where is it now?")
+_REFERENCE_SLOTS = frozenset(("order_id", "invoice_id"))
+PLACEHOLDERS = frozenset(("[EMAIL]", "[CARD]", "[IBAN]", "[ORDER_ID]", "[PHONE]", "[NAME]"))
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _ORDER = re.compile(r"\b(?:ORD|ORDER)-?\d{3,}\b|(?<![\w&])#\d{4,}\b", re.IGNORECASE)
 _PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d ().-]{5,}\d(?![\w])")
+# a customer's own introduction; the name is one to three capitalised words (bounded: linear)
+_NAME = re.compile(
+    r"\b((?i:my name is|my name's|i am called|i am|i'm|i’m|this is|call me)[ ,:]{1,3})"
+    r"[A-Z][a-z]{1,30}(?:[ -][A-Z][a-z]{1,30}){0,2}\b"
+)
 _DATE_TIME_IP = re.compile(
     r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{4}|\d{1,3}(?:\.\d{1,3}){3}|\b\d{1,2}\.\d{1,3}\.\d{1,3}\b"
 )
@@ -68,19 +85,66 @@ def _phone(m: re.Match[str]) -> str:
 
 def mask_pii(text: str) -> str:
     """Replace emails, card numbers (Luhn-checked), IBANs (mod-97-checked), order ids
-    (``ORD-12345``, ``#123456``) and phone numbers with placeholders.
+    (``ORD-12345``, ``#123456``), phone numbers and self-introduced names with placeholders.
 
     Args:
         text: any text.
 
     Returns:
         the text with personal data replaced by ``[EMAIL]``, ``[CARD]``, ``[IBAN]``,
-        ``[ORDER_ID]`` or ``[PHONE]``.
+        ``[ORDER_ID]``, ``[PHONE]`` or ``[NAME]``.
     """
+    return _mask(text, order_ids=True)
+
+
+def _mask(text: str, order_ids: bool) -> str:
     if not text:
         return text
     text = _EMAIL.sub("[EMAIL]", text)
     text = _IBAN.sub(lambda m: "[IBAN]" if _iban_ok(m.group()) else m.group(), text)
     text = _CARD.sub(_card, text)
-    text = _ORDER.sub("[ORDER_ID]", text)
-    return _PHONE.sub(_phone, text)
+    if order_ids:
+        text = _ORDER.sub("[ORDER_ID]", text)
+    text = _PHONE.sub(_phone, text)
+    return _NAME.sub(lambda m: m.group(1) + "[NAME]", text)
+
+
+def mask_slots(slots: Mapping[str, str], mask: Callable[[str], str] = mask_pii) -> dict[str, str]:
+    """Slot values as they are stored when stored-text masking is on.
+
+    Args:
+        slots: slot name → the value the customer gave.
+        mask: the text mask for slots that are neither personal nor references.
+
+    Returns:
+        ``person_name`` and ``email`` as their placeholder; order and invoice references kept
+        (later turns of the conversation need them, and they identify an order, not a person)
+        unless they hold an email, card, IBAN, phone or name; any other slot through ``mask``.
+    """
+    out: dict[str, str] = {}
+    for key, value in slots.items():
+        if key in PERSONAL_SLOTS:
+            out[key] = PERSONAL_SLOTS[key]
+        elif key in _REFERENCE_SLOTS:
+            out[key] = _mask(value, order_ids=False)
+        else:
+            out[key] = mask(value)
+    return out
+
+
+def mask_known(text: str, slots: Mapping[str, str]) -> str:
+    """``text`` with every occurrence of the personal slot values (a name, an email) replaced by
+    their placeholder: a name the conversation repeats without "my name is" around it.
+
+    Args:
+        text: a turn's text.
+        slots: slot name → value, as the turn used them.
+
+    Returns:
+        the text with those values masked (whole words only, any case).
+    """
+    for key, placeholder in PERSONAL_SLOTS.items():
+        value = slots.get(key, "").strip()
+        if len(value) >= 2 and value not in PLACEHOLDERS:
+            text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", placeholder, text, flags=re.IGNORECASE)
+    return text

@@ -154,7 +154,11 @@ class ObservabilitySettings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = Field(True, description="one log line per request (route, status, duration, key id)")
     mask_pii_logs: bool = Field(True, description="mask emails, phones, cards, IBANs, order ids in log lines")
-    mask_pii_stored: bool = Field(False, description="mask the same in texts the service stores")
+    mask_pii_stored: bool = Field(
+        True,
+        description="mask the same, and self-introduced names, in what the service stores (turns, slots, hand-offs, "
+        "events) and sends (alert explanations, webhooks); a turn still works on the real values it was given",
+    )
 
 
 class RetrievalSettings(BaseModel):

@@ -72,7 +72,12 @@ class SessionStore:
         url: SQLAlchemy URL (``sqlite:///path.sqlite`` or ``postgresql+psycopg://…``).
         window: turns kept in a conversation's context.
         ttl_s: sessions idle longer than this are expired (deleted by ``expire``; ignored on read).
-        mask: applied to every stored text (turns, hand-off messages), e.g. ``apps.pii.mask_pii``.
+        mask: applied to every stored text (turns, hand-off messages), e.g. ``apps.pii.mask_pii``;
+            with it, slots are stored masked too (``apps.pii.mask_slots``: a name or email as its
+            placeholder, order and invoice references kept) and the turn's name and email are
+            masked wherever its texts repeat them. The turn in progress works on the real values;
+            later turns see only what was stored, and ``load`` leaves masked slots out (a placeholder
+            carries nothing an answer could use).
     """
 
     def __init__(
@@ -95,8 +100,19 @@ class SessionStore:
         if self._engine is not None:
             self._engine.dispose()
 
-    def _m(self, text: str) -> str:
-        return self.mask(text) if self.mask is not None else text
+    def _m(self, text: str, slots: dict[str, str] | None = None) -> str:
+        if self.mask is None:
+            return text
+        from apps.pii import mask_known
+
+        return self.mask(mask_known(text, slots) if slots else text)
+
+    def _stored_slots(self, slots: dict[str, str]) -> dict[str, Any]:
+        if self.mask is None:
+            return dict(slots)
+        from apps.pii import mask_slots
+
+        return mask_slots(slots, self.mask)
 
     def _session(self) -> Session:
         if self._engine is None:
@@ -112,10 +128,12 @@ class SessionStore:
             turns = db.scalars(
                 select(_Turn).where(_Turn.session_id == session_id).order_by(_Turn.id.desc()).limit(self.window)
             ).all()
+            from apps.pii import PLACEHOLDERS
+
             return Conversation(
                 session_id,
                 [Turn(t.role, t.content, t.intent) for t in reversed(turns)],
-                dict(row.slots or {}),
+                {k: v for k, v in (row.slots or {}).items() if v not in PLACEHOLDERS},
                 row.failures,
             )
 
@@ -137,13 +155,14 @@ class SessionStore:
                 db.execute(delete(_Turn).where(_Turn.session_id == conv.session_id))
                 row.created = now
             row.updated = now
-            row.slots = json.loads(json.dumps(conv.slots))
+            row.slots = json.loads(json.dumps(self._stored_slots(conv.slots)))
             row.failures = conv.failures + 1 if failed else 0
+            sid = conv.session_id
             db.add_all(
                 [
-                    _Turn(session_id=conv.session_id, role="user", content=self._m(user), intent=intent, ts=now),
+                    _Turn(session_id=sid, role="user", content=self._m(user, conv.slots), intent=intent, ts=now),
                     _Turn(
-                        session_id=conv.session_id, role="assistant", content=self._m(assistant), intent=intent, ts=now
+                        session_id=sid, role="assistant", content=self._m(assistant, conv.slots), intent=intent, ts=now
                     ),
                 ]
             )

@@ -71,7 +71,10 @@ class FeedbackStore:
 
     def open(self) -> FeedbackStore:
         """Connect and create the table (SQLite in WAL mode)."""
+        from apps.db import private_sqlite_file
+
         try:
+            private_sqlite_file(self.url)  # the state database: owner-only (it shares the file with sessions)
             self._engine = create_engine(self.url, future=True, pool_pre_ping=True)
             if self._engine.dialect.name == "sqlite":
 

@@ -9,12 +9,30 @@ rate in the alert window is ``z`` binomial standard errors above its own trailin
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from apps.sentiment.companies import CompanyDirectory
 from apps.sentiment.store import SentimentStore
 
-__all__ = ["AlertExplainer"]
+__all__ = ["AlertExplainer", "mask_explanation"]
+
+
+def mask_explanation(explanation: dict[str, Any], mask: Callable[[str], str]) -> dict[str, Any]:
+    """A copy of an alert explanation with its driving texts masked (stored and webhook copies).
+
+    Args:
+        explanation: as :meth:`AlertExplainer.explain` builds it.
+        mask: e.g. ``apps.pii.mask_pii``.
+
+    Returns:
+        the explanation whose ``driving_texts`` carry masked ``text`` values.
+    """
+    texts = explanation.get("driving_texts")
+    if not isinstance(texts, list):
+        return dict(explanation)
+    masked = [{**t, "text": mask(t["text"])} if isinstance(t, dict) and "text" in t else t for t in texts]
+    return {**explanation, "driving_texts": masked}
 
 
 class AlertExplainer:
@@ -27,6 +45,8 @@ class AlertExplainer:
         z: movement threshold in standard errors.
         min_volume: texts a peer needs in the window to be judged.
         min_rate: floor of baseline rates (as in the rules).
+        mask: applied to the driving texts (PII masking), or None; events stored before masking
+            was turned on are masked here too.
     """
 
     def __init__(
@@ -37,6 +57,7 @@ class AlertExplainer:
         z: float = 2.0,
         min_volume: int = 3,
         min_rate: float = 0.05,
+        mask: Callable[[str], str] | None = None,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -44,9 +65,14 @@ class AlertExplainer:
         self.z = z
         self.min_volume = min_volume
         self.min_rate = min_rate
+        self.mask = mask
 
     def explain(self, scope: str, key: str, start: int, end: int) -> dict[str, Any]:
-        """Explain a breach of ``scope``/``key`` over ``[start, end)``."""
+        """Explain a breach of ``scope``/``key`` over ``[start, end)`` (driving texts masked when asked)."""
+        explanation = self._explain(scope, key, start, end)
+        return mask_explanation(explanation, self.mask) if self.mask is not None else explanation
+
+    def _explain(self, scope: str, key: str, start: int, end: int) -> dict[str, Any]:
         texts = self.store.driving_texts(scope, key, start, end)
         if scope != "company" or key not in self.directory:
             return {"summary": f"negative sentiment rose for {scope} {key}", "driving_texts": texts}

@@ -206,17 +206,18 @@ def build_service(settings: Settings, embedder: Any, graphs: Any, classifier: An
         except NotFoundError as e:
             log.warning("sentiment without company linking: %s", e)
     store = SentimentStore(settings.db_url).open()
+    mask = mask_pii if settings.observability.mask_pii_stored else None
     dispatcher = None
     if cfg.webhook_urls:
         secret = cfg.webhook_secret.get_secret_value() if cfg.webhook_secret else None
         dispatcher = WebhookDispatcher(
-            store, cfg.webhook_urls, secret, max_attempts=cfg.webhook_max_attempts, backoff_s=cfg.webhook_backoff_s
-        ).start()
-    explainer = AlertExplainer(store, directory, baseline_s=24 * cfg.bucket_s)
+            store, cfg.webhook_urls, secret, max_attempts=cfg.webhook_max_attempts, backoff_s=cfg.webhook_backoff_s,
+            mask=mask,
+        ).start()  # fmt: skip
+    explainer = AlertExplainer(store, directory, baseline_s=24 * cfg.bucket_s, mask=mask)
     monitor = AlertMonitor(
         store, cfg.rules, cfg.policy, cfg.bucket_s, cfg.lookback_buckets, cfg.alert_scopes, explainer
     )
-    mask = mask_pii if settings.observability.mask_pii_stored else None
     service = SentimentService(classifier, tagger, directory, link, store, monitor, dispatcher, mask)
 
     def notify(alert: Any, change: str) -> None:

@@ -13,7 +13,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -54,6 +54,8 @@ class WebhookDispatcher:
         max_attempts: attempts before a delivery is dead-lettered.
         backoff_s: first retry delay; doubles each attempt up to ``max_backoff_s``.
         timeout_s: per-attempt HTTP timeout.
+        mask: applied to the explanation's driving texts in every payload (PII masking), or None;
+            an alert stored before masking was turned on is masked on its way out too.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class WebhookDispatcher:
         backoff_s: float = 2.0,
         max_backoff_s: float = 600.0,
         timeout_s: float = 5.0,
+        mask: Callable[[str], str] | None = None,
     ) -> None:
         self.store = store
         self.urls = list(urls)
@@ -73,6 +76,7 @@ class WebhookDispatcher:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.timeout_s = timeout_s
+        self.mask = mask
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,7 +84,12 @@ class WebhookDispatcher:
 
     def enqueue(self, alert: AlertRow, event: str) -> None:
         """Queue ``event`` about ``alert`` for every URL (durably) and wake the sender."""
-        payload = {"event": event, "alert": asdict(alert)}
+        data = asdict(alert)
+        if self.mask is not None:
+            from apps.sentiment.explain import mask_explanation
+
+            data["explanation"] = mask_explanation(data["explanation"] or {}, self.mask)
+        payload = {"event": event, "alert": data}
         for url in self.urls:
             self.store.enqueue_delivery(alert.id, url, event, payload)
         self._wake.set()

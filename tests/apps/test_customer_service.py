@@ -55,16 +55,29 @@ def test_slot_extraction(text: str, expected: dict[str, str]) -> None:
     assert extract_slots(text) == expected
 
 
-def test_session_store_masks_stored_texts_when_asked(tmp_path: Path) -> None:
+def test_session_store_masks_stored_texts_and_slots_when_asked(tmp_path: Path) -> None:
+    import sqlite3
+
     from apps.pii import mask_pii
 
-    store = SessionStore(f"sqlite:///{tmp_path / 's.sqlite'}", mask=mask_pii).open()
-    store.append(store.load("m1"), "mail me at ana@example.com, card 4111 1111 1111 1111", "ok", None, failed=False)
+    db = tmp_path / "s.sqlite"
+    store = SessionStore(f"sqlite:///{db}", mask=mask_pii).open()
+    conv = store.load("m1")
+    conv.slots = {"person_name": "Ana Silva", "email": "ana@example.com", "order_id": "ORD-55123"}
+    user = "my name is Ana Silva, mail me at ana@example.com, card 4111 1111 1111 1111"
+    store.append(conv, user, "Thanks, Ana Silva. I have your order number ORD-55123.", None, failed=False)
     store.record_handoff("m1", "complaint", "call +44 20 7946 0958")
-    stored = " ".join(t.content for t in store.load("m1").turns) + store.handoffs()[0]["message"]
-    assert "ana@example.com" not in stored and "4111" not in stored and "7946" not in stored
-    assert "[EMAIL]" in stored and "[CARD]" in stored and "[PHONE]" in stored
     store.close()
+    with sqlite3.connect(db) as c:  # what is at rest, read past the store
+        at_rest = " ".join(str(v) for table in ("cs_sessions", "cs_turns", "cs_handoffs")
+                           for row in c.execute(f"SELECT * FROM {table}") for v in row)  # fmt: skip
+    for secret in ("ana@example.com", "Ana", "Silva", "4111", "7946"):
+        assert secret not in at_rest, secret
+    for mask in ("[EMAIL]", "[CARD]", "[PHONE]", "[NAME]"):
+        assert mask in at_rest, mask
+    assert "ORD-55123" in at_rest  # the order reference stays: later turns need it
+    # a later turn sees the kept reference, not placeholders for what was masked
+    assert SessionStore(f"sqlite:///{db}", mask=mask_pii).load("m1").slots == {"order_id": "ORD-55123"}
 
 
 def test_session_store_window_expiry_and_delete(tmp_path: Path) -> None:
