@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,9 +42,18 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         owned = services is None
         app.state.services = services or await anyio.to_thread.run_sync(build_services, settings)
         log.info("kgnlp ready: %s", {k: c.status for k, c in app.state.services.components.items()})
+        retention = None
+        if settings.retention.enabled:  # deletes what is past the retention settings, now and every interval
+            from apps.retention import run_periodically
+
+            retention = asyncio.create_task(run_periodically(app.state.services, settings.retention))
         try:
             yield
         finally:
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
             if owned:
                 app.state.services.close()
 

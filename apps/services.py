@@ -157,7 +157,10 @@ def _load_customer_service(settings: Settings, services: Services) -> None:
     from apps.pii import mask_pii
 
     mask = mask_pii if settings.observability.mask_pii_stored else None
-    sessions = SessionStore(settings.db_url, window=cs.session_window, ttl_s=cs.session_ttl_s, mask=mask).open()
+    sessions = SessionStore(
+        settings.db_url, window=cs.session_window, ttl_s=cs.session_ttl_s, mask=mask,
+        max_chars=settings.retention.max_message_chars,
+    ).open()  # fmt: skip
     services.customer_service = CustomerServicePipeline(
         intents=load_intents(settings.home, services.embedder),
         sessions=sessions,

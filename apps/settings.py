@@ -11,7 +11,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from apps.sentiment.rules import AlertPolicy, AlertRule
@@ -24,6 +24,7 @@ __all__ = [
     "ModelSettings",
     "ObservabilitySettings",
     "RecommendSettings",
+    "RetentionSettings",
     "SentimentSettings",
     "ServerSettings",
     "Settings",
@@ -125,18 +126,28 @@ class AuthSettings(BaseModel):
         return self.enabled if self.enabled is not None else not server.is_loopback
 
 
+DEFAULT_ANONYMOUS_RATE = "60/minute"
+
+
 class LimitsSettings(BaseModel):
     """Per-key rate limits (``limits`` notation: ``120/minute``, ``10/second;1000/hour``)."""
 
     enabled: bool = True
     rate: str = Field("120/minute", description="default per-key limit; a key may carry its own")
-    anonymous_rate: str | None = Field(None, description="per-client-address limit for requests without a key")
+    anonymous_rate: str | None = Field(
+        "auto",
+        description=f"per-client-address limit for requests without a key; auto: {DEFAULT_ANONYMOUS_RATE} unless "
+        "the server binds a loopback address (where auth is off too and every request is the operator's own); "
+        "none: unlimited",
+    )
     storage_uri: str = Field("memory://", description="limits storage, e.g. redis://host:6379 for several workers")
 
     @field_validator("rate", "anonymous_rate")
     @classmethod
     def _parse_rate(cls, v: str | None) -> str | None:
-        if v is not None:
+        if v is not None and v.strip().lower() in ("", "none"):
+            return None
+        if v is not None and v != "auto":
             from limits import parse_many
 
             try:
@@ -159,6 +170,23 @@ class ObservabilitySettings(BaseModel):
         description="mask the same, and self-introduced names, in what the service stores (turns, slots, hand-offs, "
         "events) and sends (alert explanations, webhooks); a turn still works on the real values it was given",
     )
+
+
+class RetentionSettings(BaseModel):
+    """How long stored data is kept: a task in each API process deletes what is older (``apps.retention``)."""
+
+    enabled: bool = Field(True, description="run the expiry task in the API's lifespan")
+    interval_s: float = Field(3600, ge=1, le=7 * 86_400, description="seconds between expiry runs (one at start)")
+    sessions_days: float = Field(30, gt=0, description="customer-service sessions (turns, slots) idle this long go")
+    handoffs_days: float = Field(30, gt=0, description="hand-off records older than this go")
+    events_days: float = Field(
+        90, gt=0, description="sentiment events (with their mentions) stored this long ago go, and finished webhook "
+        "deliveries last attempted this long ago"
+    )  # fmt: skip
+    max_message_chars: int = Field(
+        4000, ge=100, le=1_000_000, description="stored turns and hand-off messages are cut to this many characters "
+        "(after masking; the turn itself answers the whole message)"
+    )  # fmt: skip
 
 
 class RetrievalSettings(BaseModel):
@@ -275,6 +303,14 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     limits: LimitsSettings = LimitsSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    retention: RetentionSettings = RetentionSettings()
+
+    @model_validator(mode="after")
+    def _resolve_anonymous_rate(self) -> Settings:
+        if self.limits.anonymous_rate == "auto":
+            rate = None if self.server.is_loopback else DEFAULT_ANONYMOUS_RATE
+            self.limits = self.limits.model_copy(update={"anonymous_rate": rate})
+        return self
 
     @field_validator("home")
     @classmethod

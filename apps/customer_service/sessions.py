@@ -15,7 +15,11 @@ from typing import Any, cast
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Table, Text, delete, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-__all__ = ["Conversation", "SessionStore", "Turn"]
+__all__ = ["EPHEMERAL_PREFIX", "Conversation", "SessionStore", "Turn"]
+
+# Session ids that start with this are one-off (an OpenAI call without ``user``): their turns are
+# never stored. Clients cannot choose such an id: "~" is outside the session-id alphabet.
+EPHEMERAL_PREFIX = "anon~"
 
 
 class _Base(DeclarativeBase):
@@ -78,13 +82,21 @@ class SessionStore:
             masked wherever its texts repeat them. The turn in progress works on the real values;
             later turns see only what was stored, and ``load`` leaves masked slots out (a placeholder
             carries nothing an answer could use).
+        max_chars: stored turn and hand-off texts are cut to this many characters (after masking,
+            so a cut never splits an email or card number into an unmasked piece), marked with "…".
     """
 
     def __init__(
-        self, url: str, window: int = 8, ttl_s: float = 24 * 3600, mask: Callable[[str], str] | None = None
+        self,
+        url: str,
+        window: int = 8,
+        ttl_s: float = 24 * 3600,
+        mask: Callable[[str], str] | None = None,
+        max_chars: int = 4000,
     ) -> None:
         self.url = url
         self.mask = mask
+        self.max_chars = max_chars
         self.window = window
         self.ttl_s = ttl_s
         self._engine: Any = None
@@ -101,11 +113,11 @@ class SessionStore:
             self._engine.dispose()
 
     def _m(self, text: str, slots: dict[str, str] | None = None) -> str:
-        if self.mask is None:
-            return text
-        from apps.pii import mask_known
+        if self.mask is not None:
+            from apps.pii import mask_known
 
-        return self.mask(mask_known(text, slots) if slots else text)
+            text = self.mask(mask_known(text, slots) if slots else text)
+        return text if len(text) <= self.max_chars else text[: self.max_chars - 1] + "…"
 
     def _stored_slots(self, slots: dict[str, str]) -> dict[str, Any]:
         if self.mask is None:
@@ -141,6 +153,8 @@ class SessionStore:
         """Record one exchange and the updated slots, in one transaction."""
         from apps.db import insert_or_ignore
 
+        if conv.session_id.startswith(EPHEMERAL_PREFIX):
+            return  # a one-off conversation: nothing to remember it by
         now = time.time()
         with self._session() as db, db.begin():
             # insert-or-keep before any read: first turns of one session in parallel all succeed
@@ -189,12 +203,17 @@ class SessionStore:
                 n += result.rowcount
             return bool(n)
 
-    def expire(self) -> int:
-        """Delete sessions idle longer than the TTL; returns how many."""
-        cutoff = time.time() - self.ttl_s
+    def expire(self, idle_s: float | None = None) -> int:
+        """Delete sessions idle longer than ``idle_s`` (default: the TTL) with their turns; returns how many."""
+        cutoff = time.time() - (self.ttl_s if idle_s is None else idle_s)
         with self._session() as db, db.begin():
-            old = db.scalars(select(_Session.id).where(_Session.updated < cutoff)).all()
-            for sid in old:
-                db.execute(delete(_Turn).where(_Turn.session_id == sid))
-            db.execute(delete(_Session).where(_Session.id.in_(old)))
-            return len(old)
+            old = select(_Session.id).where(_Session.updated < cutoff).scalar_subquery()
+            db.execute(delete(_Turn).where(_Turn.session_id.in_(old)))
+            result: Any = db.execute(delete(_Session).where(_Session.updated < cutoff))
+            return int(result.rowcount)
+
+    def expire_handoffs(self, older_than_s: float) -> int:
+        """Delete hand-off records older than ``older_than_s``; returns how many."""
+        with self._session() as db, db.begin():
+            result: Any = db.execute(delete(_Handoff).where(_Handoff.ts < time.time() - older_than_s))
+            return int(result.rowcount)

@@ -167,7 +167,8 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, r
 
 
 async def _customer_service(body: ChatCompletionRequest, services: Any) -> Any:
-    """Answer the last user message through the customer-service pipeline (session = ``user``)."""
+    """Answer the last user message through the customer-service pipeline (session = ``user``; without
+    one, nothing of the conversation is stored)."""
     from dataclasses import asdict
 
     from apps.customer_service.router import get_pipeline
@@ -189,7 +190,10 @@ async def _customer_service(body: ChatCompletionRequest, services: Any) -> Any:
         raise ValidationError(
             "user: the customer-service model uses it as the session id: 1-128 of letters, digits, . _ : -"
         )
-    session_id = body.user or f"anon-{uuid.uuid4().hex}"
+    from apps.customer_service.sessions import EPHEMERAL_PREFIX
+
+    # no `user`: a one-off conversation that is answered but not stored (else every call left a session)
+    session_id = body.user or f"{EPHEMERAL_PREFIX}{uuid.uuid4().hex}"
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     def extras(result: Any) -> dict[str, Any]:

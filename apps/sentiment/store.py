@@ -30,6 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     case,
+    delete,
     func,
     insert,
     select,
@@ -245,6 +246,22 @@ class SentimentStore:
             except SQLAlchemyError as e:
                 raise StoreError(f"event ingest failed: {e}") from e
         raise AssertionError("unreachable")
+
+    def expire(self, older_than_s: float) -> tuple[int, int]:
+        """Delete events stored more than ``older_than_s`` ago (with their mentions) and finished webhook
+        deliveries last attempted that long ago (their payloads quote texts).
+
+        Returns:
+            ``(events, deliveries)`` deleted.
+        """
+        cutoff = time.time() - older_than_s
+        with self.engine.begin() as c:
+            old = select(events.c.id).where(events.c.ingested < cutoff).scalar_subquery()
+            c.execute(delete(mentions).where(mentions.c.event_id.in_(old)))
+            n_events = c.execute(delete(events).where(events.c.ingested < cutoff)).rowcount
+            done = and_(deliveries.c.status.in_(("delivered", "dead")), deliveries.c.updated < cutoff)
+            n_deliveries = c.execute(delete(deliveries).where(done)).rowcount
+        return int(n_events), int(n_deliveries)
 
     def mentions_of(self, event_ids: Iterable[str]) -> list[tuple[str, str, int]]:
         """``(scope, key, ts)`` of stored events' mentions (to re-evaluate what they touched)."""
