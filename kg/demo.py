@@ -56,8 +56,9 @@ DEMO_GRAPHS: dict[str, DemoGraph] = {
     ),
 }
 
+# The look-behind lets a match start only where a whitespace run starts (linear on long runs).
 _SUFFIX = re.compile(
-    r",?\s+(inc\.?|incorporated|corp\.?|corporation|company|co\.?|plc|ltd\.?|limited|"
+    r"(?<![\s,]),?\s+(inc\.?|incorporated|corp\.?|corporation|company|co\.?|plc|ltd\.?|limited|"
     r"holdings?|group|n\.v\.|s\.a\.|ag|se|the)$",
     re.IGNORECASE,
 )

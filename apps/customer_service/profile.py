@@ -11,12 +11,14 @@ from kgnlp.errors import ConfigurationError
 
 __all__ = ["PLACEHOLDER", "CompanyProfile"]
 
-PLACEHOLDER = re.compile(r"\{\{\s*([^{}]{1,80}?)\s*\}\}")
+# One bounded class between the braces (the name is stripped afterwards): two adjacent ``\s*``
+# around a lazy group made this cubic on "{{" followed by a whitespace run.
+PLACEHOLDER = re.compile(r"\{\{([^{}]{1,120})\}\}")
 # The Bitext answers also carry literal ids of *other* customers (7+ digits); never echo them.
 _DATASET_ID = re.compile(r"(#\s?)?\b\d{7,}\b")
 # Generators also write placeholders as "[Customer Support Phone Number]": filled when known.
 _BRACKETED = re.compile(r"\[([A-Z][A-Za-z ]{2,60})\]")
-_ANONYMIZED = re.compile(r"\b(?:order|purchase|invoice|bill|account|tracking)\b.*\banonymized$", re.IGNORECASE)
+_ANONYMIZED = re.compile(r"\b(?:order|purchase|invoice|bill|account|tracking)\b[^{}]{0,120}?\banonymized$", re.IGNORECASE)
 
 
 def _key(name: str) -> str:
@@ -76,7 +78,7 @@ class CompanyProfile:
     def fill(self, text: str, slots: Mapping[str, str] | None = None) -> str:
         """Replace every ``{{placeholder}}`` and example id, and drop stray braces left by a generator."""
         slots = slots or {}
-        filled = PLACEHOLDER.sub(lambda m: self.value(m.group(1), slots), text)
+        filled = PLACEHOLDER.sub(lambda m: self.value(m.group(1).strip(), slots), text)
 
         def own_id(m: re.Match[str]) -> str:
             before = filled[max(0, m.start() - 25) : m.start()].lower()
