@@ -18,7 +18,9 @@ PLACEHOLDER = re.compile(r"\{\{([^{}]{1,120})\}\}")
 _DATASET_ID = re.compile(r"(#\s?)?\b\d{7,}\b")
 # Generators also write placeholders as "[Customer Support Phone Number]": filled when known.
 _BRACKETED = re.compile(r"\[([A-Z][A-Za-z ]{2,60})\]")
-_ANONYMIZED = re.compile(r"\b(?:order|purchase|invoice|bill|account|tracking)\b[^{}]{0,120}?\banonymized$", re.IGNORECASE)
+_ANONYMIZED = re.compile(
+    r"\b(?:order|purchase|invoice|bill|account|tracking)\b[^{}]{0,120}?\banonymized$", re.IGNORECASE
+)
 
 
 def _key(name: str) -> str:
