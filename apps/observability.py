@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apps.logging_setup import request_id_var
 from apps.metrics import Metrics
+from apps.security import route_path
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -120,7 +121,7 @@ class RequestObserver:
         finally:
             seconds = time.perf_counter() - started
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            route = self.routes.template(scope["path"])
+            route = self.routes.template(route_path(scope))
             if self.metrics is not None:
                 self.metrics.in_flight.dec()
                 self.metrics.observe(method, route, status, seconds)

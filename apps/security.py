@@ -16,9 +16,11 @@ Scopes nest: ``admin`` ⊇ ``write`` ⊇ ``read``.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -32,7 +34,17 @@ if TYPE_CHECKING:
     from apps.ratelimit import RateLimiter
     from apps.settings import Settings
 
-__all__ = ["RULES", "ApiKeyAuth", "Rule", "explain", "install_security", "required_scope"]
+__all__ = [
+    "RULES",
+    "ApiKeyAuth",
+    "Rule",
+    "explain",
+    "host_name",
+    "install_security",
+    "is_local_request",
+    "required_scope",
+    "route_path",
+]
 
 log = logging.getLogger("kgnlp.security")
 
@@ -79,26 +91,19 @@ RULES: tuple[Rule, ...] = (
     Rule(_GET, "/metrics", READ),
     # state-changing POSTs
     Rule(_POST, "/sentiment/events", WRITE),
-    Rule(_POST, "/sentiment/alerts/*/ack", WRITE),
     Rule(_POST, "/alerts/*/ack", WRITE),
-    Rule(_POST, "/feedback/**", WRITE),
-    Rule(_POST, "/cs/feedback", WRITE),
-    Rule(_POST, "/recommend/feedback", WRITE),
+    Rule(_POST, "/feedback", WRITE),
     Rule(frozenset({"DELETE"}), "/cs/sessions/*", WRITE),  # a user's delete-my-data request
     # query POSTs: they read the graph, indexes and models and store nothing durable
     Rule(_POST, "/v1/chat/completions", READ),
-    Rule(_POST, "/v1/completions", READ),
-    Rule(_POST, "/v1/embeddings", READ),
     Rule(_POST, "/retrieve", READ),
     Rule(_POST, "/kg/link", READ),
     Rule(_POST, "/sentiment", READ),
-    Rule(_POST, "/sentiment/classify", READ),
-    Rule(_POST, "/recommend/**", READ),
+    Rule(_POST, "/recommend", READ),
     Rule(_POST, "/cs/**", READ),
     # reads of the application APIs
     Rule(_GET, "/v1/**", READ),
     Rule(_GET, "/kg/**", READ),
-    Rule(_GET, "/retrieve/**", READ),
     Rule(_GET, "/sentiment/**", READ),
     Rule(_GET, "/alerts/**", READ),
     Rule(_GET, "/recommend/**", READ),
@@ -149,6 +154,60 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: ``scope["path"]`` without the ``root_path`` a proxy mounts it under.
+
+    ASGI servers put the root path in front of ``path`` (``uvicorn --root-path /cs``: ``/cs/admin/keys``);
+    classifying that would read the admin route as a ``/cs/**`` one.
+    """
+    path: str = scope["path"]
+    root = (scope.get("root_path") or "").rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root) :] or "/"
+    return path
+
+
+# A proxy in front (on the same host, so the socket is loopback) says where the request came from.
+_PROXY_HEADERS = frozenset((b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-real-ip", b"via"))
+
+
+def _loopback_address(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(scope: Scope) -> str | None:
+    """The ``Host`` header without its port (``[::1]:8000`` → ``::1``); None when absent."""
+    for name, value in scope.get("headers") or []:
+        if name == b"host":
+            host = value.decode("latin-1").strip().lower()
+            if host.startswith("["):
+                return host[1 : host.find("]")] if "]" in host else host
+            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return None
+
+
+def is_local_request(scope: Scope) -> bool:
+    """Whether a request provably comes from this machine to a loopback socket, by a loopback name.
+
+    All four must hold: the server socket is loopback, the peer is loopback, the ``Host`` is a loopback
+    name (a DNS-rebound page sends its own name) and no proxy header says it was forwarded (a proxy on
+    the same host connects from loopback). A Unix socket counts as not local.
+    """
+    server, client = scope.get("server"), scope.get("client")
+    if not server or not client or not _loopback_address(server[0]) or not _loopback_address(client[0]):
+        return False
+    if not _loopback_address(host_name(scope)):
+        return False
+    return not any(name in _PROXY_HEADERS for name, _ in scope.get("headers") or [])
+
+
 class ApiKeyAuth:
     """Check ``Authorization: Bearer`` against the key store and the route's scope, then the rate limit.
 
@@ -156,37 +215,45 @@ class ApiKeyAuth:
 
     Args:
         app: the wrapped ASGI app.
-        store: the key store (unused when ``enabled`` is false).
-        enabled: require keys.
+        store: the key store (unused when ``mode`` is ``off``).
+        mode: ``on`` (keys required), ``off`` (no keys; the ``Host`` must be a loopback name or one of
+            ``allowed_hosts``) or ``local`` (keys required unless :func:`is_local_request`).
         open_read: let ``read`` routes through without a key (a key that is sent is still checked).
         limiter: per-key (and, if configured, per-address) rate limits; None: no limits.
+        allowed_hosts: extra ``Host`` names accepted while auth is off (``*``: any).
     """
 
     def __init__(
         self,
         app: ASGIApp,
         store: KeyStore | None,
-        enabled: bool,
+        mode: Literal["on", "off", "local"],
         open_read: bool = False,
         limiter: RateLimiter | None = None,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.store = store
-        self.enabled = enabled
+        self.mode = mode
         self.open_read = open_read
         self.limiter = limiter
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
+
+    def _keys_required(self, scope: Scope) -> bool:
+        return self.mode == "on" or (self.mode == "local" and not is_local_request(scope))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         method = scope.get("method", "GET")
-        needed = required_scope(method, scope["path"])
+        path = route_path(scope)
+        needed = required_scope(method, path)
         if needed is None:
             await self.app(scope, receive, send)
             return
         key: ApiKey | None = None
-        if self.enabled:
+        if self._keys_required(scope):
             token = _bearer(scope)
             if token and self.store is not None:
                 key = self.store.verify(token)
@@ -205,10 +272,19 @@ class ApiKeyAuth:
                 await send_error(scope, send, 401, message, None, {"WWW-Authenticate": "Bearer"})
                 return
             if key is not None and not key.allows(needed):
-                log.info("key %s denied %s %s (needs %s)", key.id, method, scope["path"], needed.value)
+                log.info("key %s denied %s %s (needs %s)", key.id, method, path, needed.value)
                 challenge = {"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed.value}"'}
-                message = f"API key {key.id} lacks the {needed.value!r} scope needed for {method} {scope['path']}"
+                message = f"API key {key.id} lacks the {needed.value!r} scope needed for {method} {path}"
                 await send_error(scope, send, 403, message, None, challenge)
+                return
+        elif self.mode == "off" and "*" not in self.allowed_hosts:
+            host = host_name(scope)
+            if not _loopback_address(host) and host not in self.allowed_hosts:
+                message = (
+                    f"Host {host!r} is not accepted while auth is off (a guard against DNS rebinding): "
+                    "use a loopback name, list it in auth.allowed_hosts, or turn auth on"
+                )
+                await send_error(scope, send, 400, message)
                 return
         scope.setdefault("state", {})["api_key"] = key
         if self.limiter is not None:
@@ -234,20 +310,29 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     """
     from apps.ratelimit import RateLimiter
 
-    enabled = settings.auth.is_enabled(settings.server)
+    mode = settings.auth.mode(settings.server)
     store = KeyStore(settings.keys_path)
     app.state.keys = store
-    if enabled and not settings.keys_path.exists():
+    if mode == "on" and not settings.keys_path.exists():
         log.warning(
             "auth is on and there is no key store at %s: every request but /health/* gets 401; "
             "create a key with: kgnlp keys create --scopes admin --name ops",
             settings.keys_path,
         )
-    if not enabled and not settings.server.is_loopback:
+    elif mode == "local":
+        log.info("auth: requests from this machine (loopback socket and Host, no proxy headers) need no key")
+    if mode == "off" and not settings.server.is_loopback:
         log.warning("auth is OFF while binding %s: anyone who can reach it can use every route", settings.server.host)
     lim = settings.limits
     limiter = RateLimiter(lim.rate, lim.anonymous_rate, lim.storage_uri) if lim.enabled else None
-    app.add_middleware(ApiKeyAuth, store=store, enabled=enabled, open_read=settings.auth.open_read, limiter=limiter)
+    app.add_middleware(
+        ApiKeyAuth,
+        store=store,
+        mode=mode,
+        open_read=settings.auth.open_read,
+        limiter=limiter,
+        allowed_hosts=settings.auth.allowed_hosts,
+    )
     if settings.server.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

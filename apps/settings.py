@@ -117,13 +117,27 @@ class GraphSettings(BaseModel):
 class AuthSettings(BaseModel):
     """API keys (``Authorization: Bearer kgnlp_…``); see ``apps.security``."""
 
-    enabled: bool | None = Field(None, description="default: on unless the server binds a loopback address")
+    enabled: bool | None = Field(
+        None,
+        description="default: on, except for requests that arrive on a loopback socket from a loopback client "
+        "with a loopback Host and no proxy headers while the server binds a loopback address (the local demo)",
+    )
     open_read: bool = Field(False, description="let read-scope routes through without a key")
     keys_path: Path | None = Field(None, description="the key store (SQLite); default KGNLP_HOME/keys.sqlite")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names accepted while auth is off (enabled=false), besides loopback names: a guard "
+        "against DNS rebinding; '*' accepts any",
+    )
 
-    def is_enabled(self, server: ServerSettings) -> bool:
-        """Whether requests need a key, resolving the default from the bind address."""
-        return self.enabled if self.enabled is not None else not server.is_loopback
+    def mode(self, server: ServerSettings) -> Literal["on", "off", "local"]:
+        """``on``: every request needs a key; ``off``: none does; ``local``: a request needs one unless it
+        is provably local (see :func:`apps.security.is_local_request`). The default is ``local`` on a
+        loopback bind and ``on`` otherwise: the bind address alone cannot say where a request came from
+        (``uvicorn --factory --host 0.0.0.0``, a same-host proxy, DNS rebinding)."""
+        if self.enabled is not None:
+            return "on" if self.enabled else "off"
+        return "local" if server.is_loopback else "on"
 
 
 DEFAULT_ANONYMOUS_RATE = "60/minute"

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,12 +69,12 @@ def free_port() -> int:
 class LiveServer:
     """A real uvicorn server in a background thread, on a free loopback port."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: object, host: str = "127.0.0.1", **config: Any) -> None:
         import uvicorn
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning", **config))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:
@@ -88,6 +89,14 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def local_client(app: Any, **kwargs: Any) -> Any:
+    """A Starlette TestClient whose requests look local (loopback peer, server and Host): the
+    in-process stand-in for a request from this machine, which the default auth lets through."""
+    from starlette.testclient import TestClient
+
+    return TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000), **kwargs)
 
 
 @pytest.fixture()

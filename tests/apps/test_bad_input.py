@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ class Route:
 
 
 ROUTES = [
-    Route("/cs/answer", {"session_id": "hostile-1", "message": "where is my order?"}, ("message",),
+    Route("/cs/answer", {"message": "where is my order?"}, ("message",),  # no session id: the server issues one
           component="customer_service"),
     Route("/sentiment/events", {"events": [{"id": "hostile-1", "text": "$AAPL shares slump", "timestamp": 1735812000}]},
           ("events", 0, "text"), ("events", 0, "timestamp"), component="sentiment"),
@@ -232,7 +233,8 @@ def test_injection_strings_in_text_fields_are_only_text(nogen_service: Service, 
     svc = nogen_service
     settings = svc.services.settings
     graph_before = httpx.get(f"{svc.url}/kg/search", params={"q": "Apple", "graph": "finance"}, timeout=30).json()
-    tables_before = set(row_counts(settings))
+    before = row_counts(settings)
+    tables_before = set(before)
     for route in ROUTES:
         if route.needs_generator or not _component_ready(svc, route.component):
             continue
@@ -247,5 +249,48 @@ def test_injection_strings_in_text_fields_are_only_text(nogen_service: Service, 
             assert len(r.json()["error"]["message"]) >= 10, (route.path, r.text)
     counts = row_counts(settings)
     assert set(counts) >= tables_before, "a table disappeared"
+    for name, rows in before.items():  # POSTs add rows (events, turns); none may lose any
+        if isinstance(rows, int):
+            assert counts[name] >= rows, f"{name} lost rows: {rows} -> {counts[name]}"
+        else:
+            assert counts[name]["documents"] >= rows["documents"], f"{name} lost documents"
     graph_after = httpx.get(f"{svc.url}/kg/search", params={"q": "Apple", "graph": "finance"}, timeout=30).json()
     assert graph_after == graph_before, "the graph changed"
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_injection_strings_in_ids_and_query_parameters_are_only_data(nogen_service: Service, payload: str) -> None:
+    """The same payloads as entity ids, types, graph names, item and alert ids: a 4xx or an empty
+    answer, never a 5xx, and not one row or graph node fewer (or more: these are reads)."""
+    svc = nogen_service
+    settings = svc.services.settings
+    search = {"q": "Apple", "graph": "finance"}
+    graph_before = httpx.get(f"{svc.url}/kg/search", params=search, timeout=30).json()
+    neighbors_before = httpx.get(f"{svc.url}/kg/entities/company:AAPL/neighbors", params={"graph": "finance"}).json()
+    before = row_counts(settings)
+    quoted = urllib.parse.quote(payload, safe="")
+    calls: list[tuple[str, dict[str, Any]]] = [
+        (f"/kg/entities/{quoted}", {"graph": "finance"}),
+        (f"/kg/entities/{quoted}/neighbors", {"graph": "finance"}),
+        (f"/kg/entities/{quoted}/similar", {"graph": "finance"}),
+        ("/kg/entities/company:AAPL/neighbors", {"graph": "finance", "types": [payload]}),
+        ("/kg/search", {"q": payload, "graph": "finance"}),
+        ("/kg/search", {"q": "Apple", "graph": "finance", "type": payload}),
+        ("/kg/search", {"q": "Apple", "graph": payload}),
+        (f"/kg/entities/{quoted}", {"graph": payload}),
+        (f"/items/{quoted}/similar", {}),
+        (f"/alerts/{quoted[:36]}", {}),
+        ("/alerts", {"entity": payload}),
+        ("/sentiment/timeline", {"entity": payload}),
+    ]
+    for path, params in calls:
+        r = httpx.get(f"{svc.url}{path}", params=params, timeout=60)
+        assert r.status_code < 500, (path, params, r.status_code, r.text)
+        if r.status_code >= 400:
+            assert len(r.json()["error"]["message"]) >= 10, (path, r.text)
+        else:
+            assert "key_hash" not in r.text, (path, r.text)
+    assert row_counts(settings) == before, "a read with an injection payload changed the database"
+    assert httpx.get(f"{svc.url}/kg/search", params=search, timeout=30).json() == graph_before, "the graph changed"
+    after = httpx.get(f"{svc.url}/kg/entities/company:AAPL/neighbors", params={"graph": "finance"}).json()
+    assert after == neighbors_before, "the graph's edges changed"

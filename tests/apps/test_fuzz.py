@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,8 +60,18 @@ def error_shape_problem(status: int, content_type: str, body: bytes) -> str | No
     return None
 
 
-def fuzz(url: str, max_examples: int, seconds: float, derandomize: bool) -> tuple[list[Problem], dict[str, int]]:
+def fuzz(
+    url: str,
+    max_examples: int,
+    seconds: float,
+    derandomize: bool,
+    headers: dict[str, str] | None = None,
+    schema_headers: dict[str, str] | None = None,
+) -> tuple[list[Problem], dict[str, int]]:
     """Run positive and negative cases for every operation; collect problems rather than stopping at one.
+
+    ``headers`` go with every request (an ``Authorization`` header: fuzzing as that key's holder);
+    ``schema_headers`` (default: ``headers``) with the request for the OpenAPI document.
 
     Returns:
         the problems found and how many requests each status got.
@@ -71,7 +82,7 @@ def fuzz(url: str, max_examples: int, seconds: float, derandomize: bool) -> tupl
     from schemathesis import GenerationMode
     from schemathesis.core.result import Err
 
-    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json", headers=schema_headers or headers)
     problems: list[Problem] = []
     statuses: dict[str, int] = {}
     deadline = time.monotonic() + seconds
@@ -94,7 +105,11 @@ def fuzz(url: str, max_examples: int, seconds: float, derandomize: bool) -> tupl
                 derandomize=derandomize,
                 phases=[Phase.explicit, Phase.generate],
                 suppress_health_check=list(HealthCheck),
-            )(given(case=op.as_strategy(generation_mode=mode))(_caller(url, op.label, mode.value, problems, statuses)))
+            )(
+                given(case=op.as_strategy(generation_mode=mode))(
+                    _caller(url, op.label, mode.value, problems, statuses, headers or {})
+                )
+            )
             try:
                 run()
             except Unsatisfiable:  # no invalid input exists (an operation without parameters or body)
@@ -103,11 +118,11 @@ def fuzz(url: str, max_examples: int, seconds: float, derandomize: bool) -> tupl
 
 
 def _caller(
-    url: str, label: str, mode: str, problems: list[Problem], statuses: dict[str, int]
+    url: str, label: str, mode: str, problems: list[Problem], statuses: dict[str, int], headers: dict[str, str]
 ) -> Callable[[Any], None]:
     def call(case: Any) -> None:
         try:
-            response = case.call(base_url=url, timeout=60)
+            response = case.call(base_url=url, timeout=60, headers=headers)
         except Exception as e:  # the server dropped the connection: as bad as a 500
             problems.append(Problem(label, mode, 0, f"no response: {e!r}", repr(case)))
             return
@@ -145,6 +160,32 @@ def test_schema_fuzz_fast(nogen_service: Service) -> None:
     assert sum(statuses.values()) > 200, statuses
     assert any(s.startswith("2") for s in statuses) and any(s.startswith("4") for s in statuses), statuses
     print(f"fuzz: {sum(statuses.values())} requests in {time.monotonic() - t0:.1f}s: {statuses}")
+
+
+def test_schema_fuzz_with_auth_on(tmp_path: Path) -> None:
+    """The same fuzzing on a service that wants keys: as a read key's holder (admin and write routes
+    answer 403, the rest as before) and with no key (401 everywhere but the probes), every answer in
+    the error shape, never a 5xx."""
+    from apps.main import create_app
+    from apps.services import build_services
+    from apps.settings import load_settings
+    from tests.conftest import LiveServer
+
+    settings = load_settings(
+        home=tmp_path, models={"load_generator": False, "load_embedder": False},
+        auth={"enabled": True}, limits={"rate": "100000/minute"},
+    )  # fmt: skip
+    app = create_app(settings, services=build_services(settings))
+    _, read = app.state.keys.create("fuzz", "read")
+    with LiveServer(app) as live:
+        reader = {"Authorization": f"Bearer {read}"}
+        problems, statuses = fuzz(live.url, 4, 120, True, headers=reader)
+        assert not problems, _report(problems)
+        assert "403" in statuses and any(s.startswith("2") for s in statuses), statuses
+        problems, anonymous = fuzz(live.url, 2, 60, True, schema_headers=reader)
+        assert not problems, _report(problems)
+        assert set(anonymous) <= {"200", "401", "503"} and anonymous.get("401", 0) > 50, anonymous
+    app.state.keys.close()
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import pytest
 from apps.customer_service.sessions import SessionStore
 from apps.sentiment.store import EventRecord, SentimentStore
 from apps.settings import load_settings
+from tests.conftest import local_client
 
 DAY = 86_400
 
@@ -143,13 +144,11 @@ def test_default_anonymous_rate_limit(host: str, given: str | None, expected: st
 
 
 def test_anonymous_callers_of_a_reachable_server_are_limited_by_default(tmp_path: Path) -> None:
-    from starlette.testclient import TestClient
-
     from apps.main import create_app
     from apps.services import build_services
 
     settings = load_settings(home=tmp_path, server={"host": "0.0.0.0"}, auth={"enabled": False},
                              models={"load_generator": False, "load_embedder": False})  # fmt: skip
-    with TestClient(create_app(settings, services=build_services(settings))) as client:
+    with local_client(create_app(settings, services=build_services(settings))) as client:
         codes = [client.get("/v1/models").status_code for _ in range(61)]
     assert codes[:60] == [200] * 60 and codes[60] == 429

@@ -11,6 +11,7 @@ import pytest
 from apps.main import create_app
 from apps.services import build_services
 from apps.settings import load_settings
+from tests.conftest import local_client
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +93,11 @@ def test_openapi_and_docs_are_served(server: str) -> None:
 
 
 def test_not_ready_is_503(model_home: Path) -> None:
-    from fastapi.testclient import TestClient
-
     from apps.services import Component, Services
 
     settings = load_settings(home=model_home)
     services = Services(settings=settings, components={"generator": Component("generator", "failed", {"error": "x"})})
-    with TestClient(create_app(settings, services=services)) as client:
+    with local_client(create_app(settings, services=services)) as client:
         r = client.get("/health/ready")
     assert r.status_code == 503 and r.json()["status"] == "not_ready"
 

@@ -16,6 +16,7 @@ from kg.embeddings.data import graph_fingerprint
 from kg.embeddings.pipeline import fold_in_new_entities, train_graph_embeddings
 from kg.registry import GraphRegistry
 from kg.store import Entity, Relation
+from tests.conftest import local_client
 
 QUICK = {"epochs": 4, "eval_every": 2, "threads": 1, "device": "cpu", "batch_size": 64}
 
@@ -57,7 +58,7 @@ def client(registry: GraphRegistry):
     app = FastAPI()
     app.include_router(router)
     app.state.services = SimpleNamespace(graphs=registry)
-    with TestClient(app) as c:
+    with local_client(app) as c:
         yield c
 
 

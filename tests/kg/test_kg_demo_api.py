@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from kg.demo import DEMO_GRAPHS, build_demo
 from kg.registry import GraphRegistry
 from kgnlp.errors import ConfigurationError, NotFoundError, ValidationError
+from tests.conftest import local_client
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def client(registry: GraphRegistry):
     app = FastAPI()
     app.include_router(router)
     app.state.services = SimpleNamespace(graphs=registry)
-    with TestClient(app) as c:
+    with local_client(app) as c:
         yield c
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from apps.cli.index import app as index_app
 from apps.retrieve.router import router
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, local_client
 
 
 def _app(retrievers: dict[str, object]) -> FastAPI:
@@ -52,18 +52,16 @@ def test_retrieve_endpoint(retail_retriever: object) -> None:
 
 
 def test_retrieve_unavailable_mode_and_no_corpus(retail_retriever: object) -> None:
-    from fastapi.testclient import TestClient
-
     from retrieval.retriever import Retriever
 
     rr = retail_retriever
     assert isinstance(rr, Retriever)
     plain = Retriever(rr.passages, rr.embedder, rr.dense, rr.lexical, name="plain")
-    with TestClient(_app({"plain": plain})) as c:
+    with local_client(_app({"plain": plain})) as c:
         r = c.post("/retrieve", json={"query": "refund", "corpus": "plain", "mode": "graph"})
         assert r.status_code == 422 and "not available" in r.text
         assert c.post("/retrieve", json={"query": "refund", "corpus": "plain"}).status_code == 200
-    with TestClient(_app({})) as c:
+    with local_client(_app({})) as c:
         assert c.post("/retrieve", json={"query": "refund"}).status_code == 503
 
 
