@@ -14,10 +14,10 @@ the same rule as the answers (``concise``: "at the shorter length"), citation ma
 raw-placeholder leak rate; p50/p95 of the non-streamed answer time; p50 time to first token.
 
 Multi-turn (``benchmarks/cs_dialogues.py``: slot fills, follow-ups, intent switches, requests
-for a human), per turn after the first: intent accuracy; slot capture (the turn's value is in the
-session's slots); slot use (the answer names it); wrong escalations (handed over when no hand-over
-was due); self-grounded (the answer cites, by itself, a source of the turn's intent; citations the
-pipeline attributes to uncited answers do not count).
+for a human), per turn after the first: intent accuracy; slot capture (the turn's value is among
+the slots the answer reports for the turn); slot use (the answer names it); wrong escalations
+(handed over when no hand-over was due); self-grounded (the answer cites, by itself, a source of
+the turn's intent; citations the pipeline attributes to uncited answers do not count).
 
 Speed: decode tokens/s with and without the adapter on the same prompts (``adapter_speed_ratio``).
 """
@@ -62,12 +62,13 @@ async def single_turn(name: str, pipeline: Any, queries: list[dict[str, str]], s
     from rouge_score import rouge_scorer
 
     from apps.customer_service.concise import concise
+    from apps.customer_service.sessions import LOCAL
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     rouge, leaks, total, ttft, grounded, answered, fallbacks = [], 0, [], [], 0, 0, 0
     for i, row in enumerate(queries):
         t0 = time.perf_counter()
-        result = await pipeline.answer(f"{name}-s{i}", row["instruction"])
+        result = await pipeline.answer(f"{name}-s{i}", row["instruction"], owner=LOCAL)
         total.append(time.perf_counter() - t0)
         leaks += bool(LEAK.search(result.answer))
         fallbacks += result.fallback
@@ -78,7 +79,7 @@ async def single_turn(name: str, pipeline: Any, queries: list[dict[str, str]], s
             grounded += self_cited(result, row["intent"])
     for i, row in enumerate(queries[:stream_n]):
         t0 = time.perf_counter()
-        _, deltas = await pipeline.stream(f"{name}-t{i}", row["instruction"])
+        _, deltas = await pipeline.stream(f"{name}-t{i}", row["instruction"], owner=LOCAL)
         first = None
         async for d in deltas:
             if first is None and d.strip():
@@ -97,13 +98,15 @@ async def single_turn(name: str, pipeline: Any, queries: list[dict[str, str]], s
 
 
 async def multi_turn(name: str, pipeline: Any, dialogues: list[Any]) -> dict[str, Any]:
+    from apps.customer_service.sessions import LOCAL
+
     intent_ok = slot_ok = slot_used = slot_turns = use_turns = wrong_esc = missed_esc = 0
     later = grounded = answered = generated = 0
     by_kind: dict[str, list[int]] = {}
     for i, d in enumerate(dialogues):
         session = f"{name}-d{i}"
         for j, turn in enumerate(d.turns):
-            result = await pipeline.answer(session, turn.message)
+            result = await pipeline.answer(session, turn.message, owner=LOCAL)
             if j == 0:
                 continue
             later += 1

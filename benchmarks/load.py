@@ -50,6 +50,10 @@ FINANCE = [
 ]  # fmt: skip
 
 
+# each client's customer-service session: its first /cs/answer starts one, the server names it
+SESSIONS: dict[int, dict[str, str]] = {}
+
+
 @dataclass
 class Route:
     name: str
@@ -60,7 +64,7 @@ class Route:
 
 ROUTES = [
     Route("retrieve", "/retrieve", 3, lambda r, c: {"query": r.choice(QUERIES), "k": 5, "mode": "hybrid"}),
-    Route("cs_answer", "/cs/answer", 2, lambda r, c: {"session_id": f"load-{c}", "message": r.choice(QUERIES)}),
+    Route("cs_answer", "/cs/answer", 2, lambda r, c: {**SESSIONS.get(c, {}), "message": r.choice(QUERIES)}),
     Route("sentiment", "/sentiment", 2, lambda r, c: {"texts": r.sample(FINANCE, 8)}),
     Route("kg_link", "/kg/link?graph=finance", 2, lambda r, c: {"text": r.choice(FINANCE)}),
     Route("recommend", "/recommend", 2, lambda r, c: {"user_id": f"user:{r.randrange(300)}", "k": 20}),
@@ -94,6 +98,8 @@ async def client(cid: int, url: str, until: float, stats: Stats, seed: int, rout
                 continue
             stats.latencies[route.name].append(time.perf_counter() - t0)
             stats.statuses[route.name][resp.status_code] += 1
+            if route.name == "cs_answer" and resp.status_code == 200:
+                SESSIONS[cid] = {"session_id": resp.json()["session_id"]}
             if resp.status_code in (429, 503):
                 retry = resp.headers.get("retry-after")
                 if retry is None or not retry.isdigit():

@@ -86,7 +86,9 @@ def ask(
     try:
         if services.customer_service is None:
             raise typer.BadParameter("customer service is not set up: run `kgnlp cs setup` first")
-        result = asyncio.run(services.customer_service.answer(session, message))
+        from apps.customer_service.sessions import LOCAL
+
+        result = asyncio.run(services.customer_service.answer(session, message, owner=LOCAL))
         typer.echo(json.dumps(asdict(result), indent=2))
     finally:
         services.close()

@@ -18,11 +18,19 @@ from apps.customer_service.concise import concise
 from apps.customer_service.dialogue import understand
 from apps.customer_service.intents import IntentClassifier
 from apps.customer_service.profile import CompanyProfile
-from apps.customer_service.sessions import Conversation, SessionStore
-from kgnlp.errors import KgnlpError, OverloadedError
+from apps.customer_service.sessions import ANONYMOUS, EPHEMERAL_PREFIX, Conversation, SessionStore
+from kgnlp.errors import KgnlpError, NotFoundError, OverloadedError
 from models.generation import ChatMessage, GenerationParams
 
-__all__ = ["ESCALATE_INTENTS", "CSAnswer", "Citation", "CustomerServicePipeline", "confirm_details", "render_prompt"]
+__all__ = [
+    "ESCALATE_INTENTS",
+    "CSAnswer",
+    "Citation",
+    "CustomerServicePipeline",
+    "confirm_details",
+    "render_prompt",
+    "unknown_session_message",
+]
 
 ESCALATE_INTENTS = frozenset({"contact_human_agent", "complaint"})
 AnswerMode = Literal["auto", "generate", "retrieve"]
@@ -120,6 +128,8 @@ class CSAnswer:
     confidence: float
     escalate: bool
     reason: str | None
+    # the slot values this turn's message supplied: values remembered from earlier turns are never
+    # sent back (the answer and its prompt use them; ``known_slots`` names them)
     slots: dict[str, str]
     citations: list[Citation] = field(default_factory=list)
     mode: Literal["generated", "retrieved", "handoff"] = "retrieved"
@@ -128,8 +138,23 @@ class CSAnswer:
     # "model": the generated text cites its sources itself; "attributed": it cited none and the
     # pipeline appended the source it is most similar to (see ``attribute``)
     cited_by: Literal["model", "attributed"] | None = None
-    # slot values this turn supplied (the answer confirms them, see ``confirm_details``)
+    # slot values this turn supplied that the session did not hold yet (the answer confirms them,
+    # see ``confirm_details``)
     new_slots: dict[str, str] = field(default_factory=dict)
+    # the names of every slot the session holds after this turn (no values)
+    known_slots: list[str] = field(default_factory=list)
+    # the session this turn belongs to, as its owner names it
+    session_id: str = ""
+
+
+def unknown_session_message(session_id: str) -> str:
+    """The 404 for a session the caller cannot continue: the same whether or not some other owner has one
+    of that id (no caller learns that another's session exists)."""
+    return (
+        f"unknown session {session_id!r} for this caller: without an API key, only a session the server "
+        "issued can be continued. Start one by asking without a session id (the customer-service answer "
+        "carries the id to continue with) or by creating one (POST to cs/sessions)"
+    )
 
 
 CONFIRMED = {"order_id": "order number", "invoice_id": "invoice number", "email": "email", "delivery_city": "city"}
@@ -282,9 +307,16 @@ class CustomerServicePipeline:
 
     # --- the turn -------------------------------------------------------------------------------
 
-    async def prepare(self, session_id: str, message: str) -> tuple[Conversation, CSAnswer, list[Any]]:
-        """Everything up to (not including) generation: intent, slots, escalation, evidence."""
-        conv = await asyncio.to_thread(self.sessions.load, session_id)
+    async def prepare(self, session_id: str, message: str, *, owner: str) -> tuple[Conversation, CSAnswer, list[Any]]:
+        """Everything up to (not including) generation: intent, slots, escalation, evidence.
+
+        ``owner``'s session ``session_id`` is continued (see ``apps.customer_service.sessions``); a
+        caller without a key (:data:`ANONYMOUS`) continues only a session the server issued and stored
+        (``sessions.create``), else :class:`NotFoundError`.
+        """
+        conv = await asyncio.to_thread(self.sessions.load, session_id, owner)
+        if owner == ANONYMOUS and not conv.exists and not session_id.startswith(EPHEMERAL_PREFIX):
+            raise NotFoundError(unknown_session_message(session_id))
         turn = await asyncio.to_thread(understand, self.intents, conv.turns, message)
         new = {k: v for k, v in turn.slots.items() if conv.slots.get(k) != v}
         slots = {**conv.slots, **turn.slots}
@@ -297,9 +329,11 @@ class CustomerServicePipeline:
             confidence=round(turn.confidence, 4),
             escalate=reason is not None,
             reason=reason,
-            slots=slots,
+            slots=dict(turn.slots),
             citations=self._citations(evidence, slots),
             new_slots=new,
+            known_slots=sorted(slots),
+            session_id=session_id,
         )
         if reason:
             draft.mode = "handoff"
@@ -331,12 +365,12 @@ class CustomerServicePipeline:
         failed = result.mode == "handoff" or not result.citations
         await asyncio.to_thread(self.sessions.append, conv, message, result.answer, result.intent, failed)
         if result.escalate and result.reason:
-            await asyncio.to_thread(self.sessions.record_handoff, conv.session_id, result.reason, message)
+            await asyncio.to_thread(self.sessions.record_handoff, conv.session_id, result.reason, message, conv.owner)
         return result
 
-    async def answer(self, session_id: str, message: str) -> CSAnswer:
-        """Answer one customer message in a session."""
-        conv, result, evidence = await self.prepare(session_id, message)
+    async def answer(self, session_id: str, message: str, *, owner: str) -> CSAnswer:
+        """Answer one customer message in ``owner``'s session ``session_id`` (see ``prepare``)."""
+        conv, result, evidence = await self.prepare(session_id, message, owner=owner)
         if result.mode != "handoff" and evidence and self.generates:
             params = GenerationParams(max_tokens=self.max_tokens, citation_bias=self.citation_bias)
             try:
@@ -344,7 +378,7 @@ class CustomerServicePipeline:
                     self.generation.generate(self._prompt(conv, message, evidence), params, self.active_adapter),
                     timeout=self.generation_timeout_s,
                 )
-                text = plain_text(self.profile.fill(gen.text.strip(), result.slots))
+                text = plain_text(self.profile.fill(gen.text.strip(), conv.slots))
                 if text:
                     text += await self._citation_mark(text, evidence, result)
                     result.answer, result.mode = confirm_details(text, result.new_slots), "generated"
@@ -361,10 +395,10 @@ class CustomerServicePipeline:
                 )
         return await self.finish(conv, message, result)
 
-    async def stream(self, session_id: str, message: str) -> tuple[CSAnswer, AsyncIterator[str]]:
+    async def stream(self, session_id: str, message: str, *, owner: str) -> tuple[CSAnswer, AsyncIterator[str]]:
         """Like ``answer`` but yields the text as it is produced; the returned ``CSAnswer`` is
         complete (answer text included) once the iterator is exhausted."""
-        conv, result, evidence = await self.prepare(session_id, message)
+        conv, result, evidence = await self.prepare(session_id, message, owner=owner)
 
         async def deltas() -> AsyncIterator[str]:
             if result.mode != "handoff" and evidence and self.generates:
@@ -377,13 +411,13 @@ class CustomerServicePipeline:
                         pending += d
                         ready, pending = _split_at_open_markup(pending)
                         if ready:
-                            text = plain_text(self.profile.fill(ready, result.slots), strip=False)
+                            text = plain_text(self.profile.fill(ready, conv.slots), strip=False)
                             if not pieces:
                                 text = confirm_details(text.lstrip(), result.new_slots)
                             pieces.append(text)
                             yield text
                     if pending:
-                        text = plain_text(self.profile.fill(pending, result.slots), strip=False)
+                        text = plain_text(self.profile.fill(pending, conv.slots), strip=False)
                         pieces.append(text)
                         yield text
                     mark = await self._citation_mark("".join(pieces).strip(), evidence, result)

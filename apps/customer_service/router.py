@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from dataclasses import asdict
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from apps.customer_service.pipeline import CSAnswer, CustomerServicePipeline
-from apps.customer_service.schemas import SESSION_ID, AnswerRequest, AnswerResponse, CitationOut, Handoff
+from apps.customer_service.schemas import (
+    SESSION_ID,
+    AnswerRequest,
+    AnswerResponse,
+    CitationOut,
+    Handoff,
+    NewSession,
+)
+from apps.customer_service.sessions import owner_of_key
 from apps.deps import ServicesDep
 from kgnlp.errors import ModelUnavailableError
 
-__all__ = ["answer_response", "get_pipeline", "router"]
+__all__ = ["answer_response", "caller_owner", "get_pipeline", "new_session_id", "router"]
 
 router = APIRouter(tags=["customer-service"])
 
@@ -31,6 +41,24 @@ def get_pipeline(services: ServicesDep) -> CustomerServicePipeline:
 PipelineDep = Annotated[CustomerServicePipeline, Depends(get_pipeline)]
 
 
+def caller_owner(request: Request) -> str:
+    """The owner of the caller's sessions: its API key (``key:<id>``), or ``anon`` without one."""
+    key = getattr(request.state, "api_key", None)
+    return owner_of_key(key.id if key is not None else None)
+
+
+def new_session_id() -> str:
+    """A server-issued session id: 192 random bits, 32 characters of the session-id alphabet."""
+    return secrets.token_urlsafe(24)
+
+
+async def issue_session(pipeline: CustomerServicePipeline, owner: str) -> str:
+    """Store a new, empty session of ``owner`` under a server-issued id; the id."""
+    session_id = new_session_id()
+    await asyncio.to_thread(pipeline.sessions.create, session_id, owner)
+    return session_id
+
+
 def answer_response(result: CSAnswer) -> AnswerResponse:
     data: dict[str, Any] = asdict(result)
     data["citations"] = [CitationOut(**c) for c in data["citations"]]
@@ -38,25 +66,37 @@ def answer_response(result: CSAnswer) -> AnswerResponse:
 
 
 @router.post("/cs/answer", response_model=AnswerResponse)
-async def answer(body: AnswerRequest, pipeline: PipelineDep) -> AnswerResponse:
-    """Answer one customer message within a session, with citations, intent and escalation."""
-    return answer_response(await pipeline.answer(body.session_id, body.message))
+async def answer(body: AnswerRequest, pipeline: PipelineDep, request: Request) -> AnswerResponse:
+    """Answer one customer message within a session, with citations, intent and escalation.
+
+    Without ``session_id`` a new session starts (the response names it). Sessions belong to the API
+    key that made them; a caller without a key continues only an id the server issued it (else 404).
+    """
+    owner = caller_owner(request)
+    session_id = body.session_id or await issue_session(pipeline, owner)
+    return answer_response(await pipeline.answer(session_id, body.message, owner=owner))
+
+
+@router.post("/cs/sessions", status_code=201, response_model=NewSession)
+async def create_session(pipeline: PipelineDep, request: Request) -> NewSession:
+    """Start an empty session under a new server-issued id (for clients that then talk through
+    ``/v1/chat/completions`` with ``user`` set to it, such as the web chat)."""
+    return NewSession(session_id=await issue_session(pipeline, caller_owner(request)))
 
 
 @router.delete("/cs/sessions/{session_id}", status_code=204, response_class=Response)
-async def delete_session(pipeline: PipelineDep, session_id: Annotated[str, Path(pattern=SESSION_ID)]) -> Response:
-    """Delete everything stored about a session (turns, slots, hand-offs)."""
-    import asyncio
-
-    await asyncio.to_thread(pipeline.sessions.delete, session_id)
+async def delete_session(
+    pipeline: PipelineDep, request: Request, session_id: Annotated[str, Path(pattern=SESSION_ID)]
+) -> Response:
+    """Delete everything stored about one of the caller's sessions (turns, slots, hand-offs); another
+    key's session of the same id is untouched. Idempotent: 204 whether or not it existed."""
+    await asyncio.to_thread(pipeline.sessions.delete, session_id, caller_owner(request))
     return Response(status_code=204)
 
 
 @router.get("/cs/handoffs", response_model=list[Handoff])
 async def handoffs(pipeline: PipelineDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[Handoff]:
     """Recent hand-offs to human agents, newest first (for the operator)."""
-    import asyncio
-
     return [Handoff(**h) for h in await asyncio.to_thread(pipeline.sessions.handoffs, limit)]
 
 

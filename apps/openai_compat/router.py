@@ -98,7 +98,7 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, r
     """
     generator_name = getattr(services.generator, "name", None)
     if body.model == CS_MODEL or body.model == f"{generator_name}:{CS_ADAPTER}" or body.adapter == CS_ADAPTER:
-        return await _customer_service(body, services)
+        return await _customer_service(body, services, request)
     base, adapter = resolve_model(services, body.model, body.adapter)
     messages = [ChatMessage(m.role, m.text) for m in body.messages]
     params = GenerationParams(
@@ -166,33 +166,34 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, r
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-async def _customer_service(body: ChatCompletionRequest, services: Any) -> Any:
-    """Answer the last user message through the customer-service pipeline (session = ``user``; without
-    one, nothing of the conversation is stored)."""
+async def _customer_service(body: ChatCompletionRequest, services: Any, request: Request) -> Any:
+    """Answer the last user message through the customer-service pipeline (session = ``user``, a session
+    of the caller's key; without one, nothing of the conversation is stored)."""
     from dataclasses import asdict
 
-    from apps.customer_service.router import get_pipeline
+    from apps.customer_service.router import caller_owner, get_pipeline
 
     pipeline = get_pipeline(services)
+    owner = caller_owner(request)
     user_turns = [m.text for m in body.messages if m.role == "user" and m.text.strip()]
     if not user_turns:
         raise ValidationError("messages: the customer-service model needs a user message")
-    import re
-
-    from apps.customer_service.schemas import MAX_MESSAGE_CHARS, SESSION_ID
+    from apps.customer_service.schemas import MAX_MESSAGE_CHARS, is_session_id
 
     if len(user_turns[-1]) > MAX_MESSAGE_CHARS:  # the /cs limit: the same pipeline reads it
         raise ValidationError(
             f"messages: the customer's last message has {len(user_turns[-1])} characters; "
             f"the customer-service model takes at most {MAX_MESSAGE_CHARS}"
         )
-    if body.user is not None and not re.fullmatch(SESSION_ID, body.user):  # `$` alone lets "id\n" through
+    if body.user is not None and not is_session_id(body.user):  # not re.match: `$` lets "id\n" through
         raise ValidationError(
             "user: the customer-service model uses it as the session id: 1-128 of letters, digits, . _ : -"
         )
     from apps.customer_service.sessions import EPHEMERAL_PREFIX
 
-    # no `user`: a one-off conversation that is answered but not stored (else every call left a session)
+    # no `user`: a one-off conversation that is answered but not stored (else every call left a session).
+    # `user` names a session of the caller's key; without a key, only a server-issued session (POST
+    # /cs/sessions, or a /cs/answer without session_id) can be continued: any other `user` is a 404
     session_id = body.user or f"{EPHEMERAL_PREFIX}{uuid.uuid4().hex}"
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -203,7 +204,7 @@ async def _customer_service(body: ChatCompletionRequest, services: Any) -> Any:
         return data
 
     if not body.stream:
-        result = await pipeline.answer(session_id, user_turns[-1])
+        result = await pipeline.answer(session_id, user_turns[-1], owner=owner)
         return ChatCompletion(
             id=completion_id,
             created=created,
@@ -212,7 +213,7 @@ async def _customer_service(body: ChatCompletionRequest, services: Any) -> Any:
             usage=Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
             kgnlp=extras(result),
         )
-    result, deltas = await pipeline.stream(session_id, user_turns[-1])
+    result, deltas = await pipeline.stream(session_id, user_turns[-1], owner=owner)
 
     def chunk(delta: Delta, finish: Any = None, extra: dict[str, Any] | None = None) -> bytes:
         c = ChatCompletionChunk(

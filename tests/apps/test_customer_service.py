@@ -14,7 +14,7 @@ import pytest
 
 from apps.customer_service.pipeline import CustomerServicePipeline
 from apps.customer_service.profile import PLACEHOLDER, CompanyProfile
-from apps.customer_service.sessions import SessionStore
+from apps.customer_service.sessions import LOCAL, SessionStore
 from apps.customer_service.setup import DATA_DIR, read_bitext_rows
 from apps.customer_service.slots import extract_slots
 from kgnlp.errors import OverloadedError
@@ -133,7 +133,7 @@ def test_overloaded_generator_falls_back_to_the_retrieved_answer(tmp_path: Path)
         retriever=_Retriever("Track it in {{Order History}} on {{Website Name}}."), generation=_FullQueue(),
         answer_mode="generate",
     )  # fmt: skip
-    result = asyncio.run(pipeline.answer("s", "where is my order?"))
+    result = asyncio.run(pipeline.answer("s", "where is my order?", owner=LOCAL))
     assert result.fallback and result.fallback_reason == "overloaded"
     assert result.answer == "Track it in 'Order History' on northwind.example. [1]"
     assert result.citations[0].source_id == "doc-1"
@@ -187,10 +187,10 @@ def test_generated_answers_without_a_citation_are_attributed_to_their_closest_so
             retriever=_TwoSources(""), generation=_Writes(text), answer_mode="generate",
         )  # fmt: skip
         if not streamed:
-            return asyncio.run(pipeline.answer("s", "where is my order?"))
+            return asyncio.run(pipeline.answer("s", "where is my order?", owner=LOCAL))
 
         async def run() -> Any:
-            result, deltas = await pipeline.stream("s", "where is my order?")
+            result, deltas = await pipeline.stream("s", "where is my order?", owner=LOCAL)
             sent = "".join([d async for d in deltas])
             assert sent.strip() == result.answer  # the mark is streamed too
             return result
@@ -227,31 +227,37 @@ def test_injected_document_cannot_reach_the_system_role(tmp_path: Path) -> None:
 # --- over real HTTP, real models ------------------------------------------------------------------
 
 
-def _ask(service: Any, session: str, message: str) -> dict[str, Any]:
-    r = httpx.post(f"{service.url}/cs/answer", json={"session_id": session, "message": message}, timeout=60)
+def _ask(service: Any, session: str | None, message: str) -> dict[str, Any]:
+    """One turn as a caller without a key: ``session`` None starts a session (the answer names it)."""
+    body = {"message": message} if session is None else {"session_id": session, "message": message}
+    r = httpx.post(f"{service.url}/cs/answer", json=body, timeout=60)
     assert r.status_code == 200, r.text
     return dict(r.json())
 
 
 def test_grounded_answer_with_citations_intent_and_slots(service: Any) -> None:
-    body = _ask(service, "t-1", "I want to track my order #ORD-77812, where is it?")
+    body = _ask(service, None, "I want to track my order #ORD-77812, where is it?")
     assert body["intent"] == "track_order" and body["confidence"] > 0.5 and not body["escalate"]
     assert body["citations"] and body["citations"][0]["intent"] == "track_order"
     assert re.search(r"\[\d\]", body["answer"]) and "{{" not in body["answer"]
     assert body["slots"]["order_id"] == "ORD-77812"
     assert not re.search(r"\d{7,}", body["answer"])  # no other customer's order number
-    follow = _ask(service, "t-1", "can you check the delivery status again")
-    assert follow["slots"]["order_id"] == "ORD-77812"  # remembered across turns
+    follow = _ask(service, body["session_id"], "can you check the delivery status again")
+    assert follow["session_id"] == body["session_id"]
+    assert "order_id" in follow["known_slots"]  # remembered across turns
+    assert follow["slots"] == {}  # ... but not sent back: this message gave no detail
 
 
 def test_escalation_to_a_human_is_recorded(service: Any) -> None:
-    body = _ask(service, "t-2", "I want to talk to a real person, not a bot")
+    body = _ask(service, None, "I want to talk to a real person, not a bot")
     assert body["escalate"] and body["reason"] == "contact_human_agent" and body["mode"] == "handoff"
     assert "+1 (555) 010-0199" in body["answer"]
+    sid = body["session_id"]
     handoffs = httpx.get(f"{service.url}/cs/handoffs").json()
-    assert any(h["session_id"] == "t-2" and h["reason"] == "contact_human_agent" for h in handoffs)
-    assert httpx.delete(f"{service.url}/cs/sessions/t-2").status_code == 204
-    assert not any(h["session_id"] == "t-2" for h in httpx.get(f"{service.url}/cs/handoffs").json())
+    assert any(h["session_id"] == sid and h["owner"] == "anon" and h["reason"] == "contact_human_agent"
+               for h in handoffs)  # fmt: skip
+    assert httpx.delete(f"{service.url}/cs/sessions/{sid}").status_code == 204
+    assert not any(h["session_id"] == sid for h in httpx.get(f"{service.url}/cs/handoffs").json())
 
 
 @pytest.mark.parametrize(
@@ -260,7 +266,8 @@ def test_escalation_to_a_human_is_recorded(service: Any) -> None:
         ({"session_id": "s", "message": ""}, "message"),
         ({"session_id": "bad id!", "message": "hi"}, "session_id"),
         ({"session_id": "s", "message": "x" * 5000}, "message"),
-        ({"message": "hi"}, "session_id"),
+        ({"session_id": "abc\n", "message": "hi"}, "session_id"),  # `$` of a Python re.match would pass it
+        ({"session_id": "", "message": "hi"}, "session_id"),
     ],
 )
 def test_cs_bad_input(service: Any, body: dict[str, Any], fragment: str) -> None:
@@ -272,11 +279,13 @@ def test_openai_client_talks_to_the_customer_service_model(service: Any) -> None
     client = openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused", max_retries=0)
     assert "customer-service" in [m.id for m in client.models.list()]
     q = [{"role": "user", "content": "how do I get a refund?"}]
-    r = client.chat.completions.create(model="customer-service", messages=q, user="oa-1")  # type: ignore[arg-type]
+    # without a key, `user` continues a session the server issued (any other is a 404)
+    oa1, oa2 = (httpx.post(f"{service.url}/cs/sessions").json()["session_id"] for _ in range(2))
+    r = client.chat.completions.create(model="customer-service", messages=q, user=oa1)  # type: ignore[arg-type]
     extra = r.model_extra["kgnlp"]  # type: ignore[index]
     assert extra["intent"] == "get_refund" and extra["citations"] and r.choices[0].message.content
     assert extra["mode"] == "generated" and not extra["fallback"]  # written by the LLM, out of the box
-    chunks = list(client.chat.completions.create(model="customer-service", messages=q, user="oa-2", stream=True))  # type: ignore[call-overload]
+    chunks = list(client.chat.completions.create(model="customer-service", messages=q, user=oa2, stream=True))  # type: ignore[call-overload]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip() == r.choices[0].message.content.strip()  # type: ignore[union-attr]
     assert chunks[-1].model_extra["kgnlp"]["intent"] == "get_refund"  # type: ignore[index]
@@ -287,6 +296,7 @@ def test_chat_page_is_served(service: Any) -> None:
     r = httpx.get(f"{service.url}/chat")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     assert "/v1/chat/completions" in r.text and "customer-service" in r.text
+    assert "/cs/sessions" in r.text  # its session id is issued by the server
 
 
 def test_streamed_placeholders_are_filled_even_when_split_across_deltas() -> None:
@@ -311,7 +321,7 @@ def test_the_default_service_answers_with_the_shipped_adapter_on_the_llm(service
     assert "customer_service" in gen["adapters"] and gen["engine"] in ("llama.cpp", "torch")
     assert gen["cpu"]["model"] and isinstance(gen["cpu"]["isa"], list)
     assert "hybrid+graph" in ready["components"]["retrieval"]["corpora"]["retail"]["modes"]
-    body = _ask(service, "llm-1", "How can I track my order?")
+    body = _ask(service, None, "How can I track my order?")
     assert body["mode"] == "generated" and not body["fallback"] and body["intent"] == "track_order"
     assert re.search(r"\[\d\]", body["answer"]) and body["citations"]
     assert "<" not in body["answer"] and "{{" not in body["answer"]
@@ -321,13 +331,13 @@ def test_the_default_service_answers_with_the_shipped_adapter_on_the_llm(service
 
 
 def test_a_two_turn_slot_fill_continues_the_open_intent(service: Any) -> None:
-    first = _ask(service, "slot-1", "I want to cancel my order")
+    first = _ask(service, None, "I want to cancel my order")
     assert first["intent"] == "cancel_order" and not first["escalate"]
-    second = _ask(service, "slot-1", "it's ORD-55123")
+    second = _ask(service, first["session_id"], "it's ORD-55123")
     assert second["intent"] == "cancel_order" and not second["escalate"] and second["mode"] == "generated"
     assert second["slots"]["order_id"] == "ORD-55123" and "ORD-55123" in second["answer"]
-    third = _ask(service, "slot-1", "and how long does delivery take?")
-    assert third["intent"] == "delivery_period" and third["slots"]["order_id"] == "ORD-55123"
+    third = _ask(service, first["session_id"], "and how long does delivery take?")
+    assert third["intent"] == "delivery_period" and "order_id" in third["known_slots"] and third["slots"] == {}
 
 
 def test_a_cap_sized_hostile_message_is_answered_quickly_while_the_server_stays_live(service: Any) -> None:
@@ -345,7 +355,7 @@ def test_a_cap_sized_hostile_message_is_answered_quickly_while_the_server_stays_
     t0 = time.perf_counter()
     thread = threading.Thread(target=lambda: [probe() for _ in range(5)])
     thread.start()
-    r = httpx.post(f"{service.url}/cs/answer", json={"session_id": "hostile-1", "message": message}, timeout=60)
+    r = httpx.post(f"{service.url}/cs/answer", json={"message": message}, timeout=60)
     took = time.perf_counter() - t0
     thread.join()
     assert r.status_code == 200 and r.json()["answer"], r.text
@@ -366,12 +376,12 @@ def test_a_generator_failure_of_any_kind_falls_back_to_the_retrieved_answer(tmp_
         _Intents(), SessionStore(f"sqlite:///{tmp_path / 's.sqlite'}").open(), PROFILE,  # type: ignore[arg-type]
         retriever=_Retriever("Track it in {{Order History}}."), generation=_Broken(), answer_mode="generate",
     )  # fmt: skip
-    result = asyncio.run(pipeline.answer("s", "where is my order?"))
+    result = asyncio.run(pipeline.answer("s", "where is my order?", owner=LOCAL))
     assert result.fallback and result.fallback_reason == "generator_error"
     assert result.answer == "Track it in 'Order History'. [1]"
 
     async def streamed() -> str:
-        _, deltas = await pipeline.stream("s2", "where is my order?")
+        _, deltas = await pipeline.stream("s2", "where is my order?", owner=LOCAL)
         return "".join([d async for d in deltas])
 
     assert asyncio.run(streamed()).strip() == "Track it in 'Order History'. [1]"
@@ -386,12 +396,12 @@ def test_a_customer_service_adapter_can_be_unloaded_and_loaded_at_run_time(servi
     try:
         assert httpx.delete(f"{url}/customer_service", timeout=60).status_code == 200
         assert pipeline.active_adapter is None and not pipeline.generates  # auto: retrieved answers
-        assert _ask(service, "hot-0", "I want to track my order")["mode"] == "retrieved"
+        assert _ask(service, None, "I want to track my order")["mode"] == "retrieved"
     finally:
         r = httpx.post(url, json={"name": "customer_service", "path": str(SHIPPED)}, timeout=120)
     assert r.status_code == 201
     assert pipeline.active_adapter == "customer_service" and pipeline.generates
-    body = _ask(service, "hot-1", "I want to track my order")
+    body = _ask(service, None, "I want to track my order")
     assert body["intent"] == "track_order" and body["citations"] and body["mode"] == "generated"
 
 
@@ -402,7 +412,7 @@ def test_a_session_id_with_a_trailing_newline_is_refused(service: Any) -> None:
 
 
 def test_a_contact_question_cites_the_company_policy_from_the_graph(service: Any) -> None:
-    body = _ask(service, "policy-1", "How can I contact customer service?")
+    body = _ask(service, None, "How can I contact customer service?")
     assert body["intent"] == "contact_customer_service" and not body["escalate"]
     facts = [c for c in body["citations"] if "|REACHED_VIA|cs:policy:" in c["source_id"]]
     assert facts, body["citations"]  # modelled from data/retail/company.yaml: phone, hours, email, chat

@@ -67,10 +67,12 @@ def test_masking_stored_texts_is_the_default() -> None:
 def test_a_customer_service_turn_uses_real_values_but_stores_them_masked(nogen_service: Any) -> None:
     """Over HTTP on the real service with default settings: the answer and the response's slots carry
     what the customer gave; the state database, read directly, holds no name or email."""
-    sid = "pii-at-rest-1"
+    from apps.customer_service.sessions import ANONYMOUS, storage_key
+
     message = "Hi, my name is Ana Silva, my email is ana.silva@example.org. Where is my order ORD-55123?"
-    r = httpx.post(f"{nogen_service.url}/cs/answer", json={"session_id": sid, "message": message}, timeout=60)
+    r = httpx.post(f"{nogen_service.url}/cs/answer", json={"message": message}, timeout=60)
     assert r.status_code == 200, r.text
+    sid = r.json()["session_id"]
     slots = r.json()["slots"]
     assert slots["person_name"] == "Ana Silva" and slots["email"] == "ana.silva@example.org"
     assert slots["order_id"] == "ORD-55123"
@@ -78,7 +80,7 @@ def test_a_customer_service_turn_uses_real_values_but_stores_them_masked(nogen_s
     with sqlite3.connect(db) as c:
         rows = [str(v) for t in ("cs_sessions", "cs_turns") for row in c.execute(f"SELECT * FROM {t}") for v in row]
         mine = " ".join(v for v in rows)
-    assert sid in mine
+    assert storage_key(ANONYMOUS, sid) in mine
     for secret in ("Ana", "Silva", "ana.silva@example.org"):
         assert secret not in mine, secret
     assert "[NAME]" in mine and "[EMAIL]" in mine
@@ -87,5 +89,6 @@ def test_a_customer_service_turn_uses_real_values_but_stores_them_masked(nogen_s
         f"{nogen_service.url}/cs/answer", json={"session_id": sid, "message": "when will it arrive?"}, timeout=60
     )
     assert follow.status_code == 200, follow.text
-    assert follow.json()["slots"] == {"order_id": "ORD-55123"}  # kept across turns; no placeholders leak
+    assert follow.json()["known_slots"] == ["order_id"]  # kept across turns; no placeholders leak
+    assert follow.json()["slots"] == {}  # and not sent back: this message gave none
     assert "[NAME]" not in follow.json()["answer"] and "[EMAIL]" not in follow.json()["answer"]

@@ -172,6 +172,48 @@ def test_session_store_roundtrip_window_delete(postgres_url: str) -> None:
         store.close()
 
 
+def test_session_store_owners_and_an_old_database(postgres_url: str) -> None:
+    """Tables of the release before owners: ``open`` adds the owner columns (twice is harmless); the
+    old rows are the local owner's; two owners' sessions of one id stay apart."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(postgres_url)
+    with engine.begin() as c:
+        c.execute(
+            text(
+                "CREATE TABLE cs_sessions (id VARCHAR(128) PRIMARY KEY, created FLOAT NOT NULL, "
+                "updated FLOAT NOT NULL, slots JSON NOT NULL, failures INTEGER NOT NULL)"
+            )
+        )
+        c.execute(
+            text(
+                "CREATE TABLE cs_handoffs (id SERIAL PRIMARY KEY, session_id VARCHAR(128) NOT NULL, "
+                "reason VARCHAR(64) NOT NULL, message TEXT NOT NULL, ts FLOAT NOT NULL)"
+            )
+        )
+        c.execute(
+            text("INSERT INTO cs_sessions VALUES ('s-1', :t, :t, '{\"order_id\": \"ORD-1\"}', 0)"), {"t": time.time()}
+        )
+        c.execute(text("INSERT INTO cs_handoffs (session_id, reason, message, ts) VALUES ('s-1', 'complaint', 'x', 1)"))
+    engine.dispose()
+    for _ in range(2):
+        SessionStore(postgres_url).open().close()
+    store = SessionStore(postgres_url).open()
+    try:
+        assert store.load("s-1").slots == {"order_id": "ORD-1"} and not store.load("s-1", "key:a").exists
+        assert store.handoffs()[0]["owner"] == ""
+        for owner, order in (("key:a", "A"), ("key:b", "B")):
+            conv = store.load("s-1", owner)
+            conv.slots = {"order_id": order}
+            store.append(conv, "q", "a", None, failed=False)
+            store.record_handoff("s-1", "complaint", "x", owner)
+        assert [store.load("s-1", o).slots["order_id"] for o in ("", "key:a", "key:b")] == ["ORD-1", "A", "B"]
+        assert store.delete("s-1", "key:a") and not store.load("s-1", "key:a").exists
+        assert sorted(h["owner"] for h in store.handoffs()) == ["", "key:b"]
+    finally:
+        store.close()
+
+
 def test_session_store_expiry(postgres_url: str) -> None:
     store = SessionStore(postgres_url, ttl_s=0.2).open()
     try:

@@ -121,8 +121,12 @@ def test_openai_calls_without_user_store_no_session(nogen_service: Any) -> None:
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["message"]["content"]
     assert _counts(db)["cs_sessions"] == before
+    # without a key, a `user` of the caller's choosing names nothing (404, nothing stored); a server-issued one is kept
     named = httpx.post(f"{nogen_service.url}/v1/chat/completions", json={**q, "user": "retention-named"}, timeout=60)
-    assert named.status_code == 200 and _counts(db)["cs_sessions"] == before + 1  # a named session is kept
+    assert named.status_code == 404 and _counts(db)["cs_sessions"] == before
+    issued = httpx.post(f"{nogen_service.url}/cs/sessions", timeout=60).json()["session_id"]
+    kept = httpx.post(f"{nogen_service.url}/v1/chat/completions", json={**q, "user": issued}, timeout=60)
+    assert kept.status_code == 200 and _counts(db)["cs_sessions"] == before + 1
     # the one-off id cannot be used to resume anything: it is outside the session-id alphabet
     oneoff = r.json()["kgnlp"]["session_id"]
     again = httpx.post(f"{nogen_service.url}/v1/chat/completions", json={**q, "user": oneoff}, timeout=60)

@@ -70,6 +70,19 @@ def test_first_turns_of_one_session_in_parallel_all_succeed(sessions: SessionSto
         assert sorted(t.content for t in turns if t.role == "user") == sorted(f"q{i}" for i in range(THREADS))
 
 
+def test_first_turns_of_two_owners_on_one_id_in_parallel_stay_apart(sessions: SessionStore) -> None:
+    """Two API keys racing on the same session id: each gets its own conversation, every turn kept."""
+
+    def turn(i: int) -> None:
+        sessions.append(sessions.load("same", f"key:k{i % 2}"), f"q{i}", f"a{i}", None, failed=False)
+
+    errors = _all_at_once(turn)
+    assert not errors, errors
+    for k in range(2):
+        turns = sessions.load("same", f"key:k{k}").turns
+        assert sorted(t.content for t in turns if t.role == "user") == sorted(f"q{i}" for i in range(k, THREADS, 2))
+
+
 def test_concurrent_upserts_of_one_alert_episode_store_it_once(db_url: str) -> None:
     store = SentimentStore(db_url).open()
 
