@@ -2,14 +2,20 @@
 
 Every 4xx/5xx body has the OpenAI error shape so that OpenAI clients and humans
 both get a readable message: ``{"error": {"message", "type", "param", "code"},
-"request_id"}``. Unexpected exceptions are logged with their traceback and
-answered with a generic 500 that leaks nothing.
+"request_id"}``.
+
+Server errors say what went wrong only to the operator (:func:`caller_is_operator`: an
+``admin`` key, or a request that needs no key). Anyone else gets a generic 500 that names the
+request id, so that the operator can find the full message and traceback in the log; a 503's
+message (model unavailable, overloaded) is kept, with file paths and URLs replaced by
+``<path>`` / ``<url>``, and so is a 404's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,7 +33,7 @@ from kgnlp.errors import (
     ValidationError,
 )
 
-__all__ = ["error_body", "install_error_handlers", "send_error"]
+__all__ = ["caller_is_operator", "error_body", "install_error_handlers", "redact", "send_error"]
 
 log = logging.getLogger("kgnlp.api")
 
@@ -42,6 +48,65 @@ _STATUS: list[tuple[type[KgnlpError], int, str]] = [
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found", 405: "method_not_allowed", 409: "conflict", 413: "request_too_large",
           422: "invalid_request_error", 429: "rate_limit_exceeded", 503: "overloaded"}  # fmt: skip
+
+
+# A URL (any scheme: http, bolt, postgresql+psycopg…), a POSIX path of two or more segments
+# (absolute or ~/…), a Windows drive path.
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s'\"<>()\[\]{}]*[^\s'\"<>()\[\]{}:;,.!?]")
+_PATH = re.compile(r"(?<![\w.~/-])~?/[\w.@+~-]+(?:/[\w.@+~-]*)+|\b[A-Za-z]:\\[^\s'\"<>]+")
+
+
+def redact(message: str) -> str:
+    """``message`` with URLs and file-system paths replaced by ``<url>`` / ``<path>``."""
+    return _PATH.sub("<path>", _URL.sub("<url>", message))
+
+
+def caller_is_operator(request: Request) -> bool:
+    """Whether the caller may read internal detail (error causes, paths, URLs in ``/health/ready``).
+
+    True for a request that presented a valid key with the ``admin`` scope, and for one that needs
+    no key at all (auth off, or a provably local request of the loopback demo): such a caller can
+    already use every admin route. False when the app's settings cannot be found (fail closed).
+    """
+    settings = getattr(getattr(request.app.state, "services", None), "settings", None)
+    if settings is None:
+        return False
+    if _auth_mode(settings, request.scope) == "off":
+        return True
+    state = request.scope.get("state") or {}
+    # every non-public route: the auth middleware checked the token; a public one (/health/*): it did not
+    key = state["api_key"] if "api_key" in state else _verify_bearer(request)
+    from apps.keystore import Scope as KeyScope
+
+    return key is not None and key.allows(KeyScope.ADMIN)
+
+
+def _auth_mode(settings: Any, scope: Scope) -> str:
+    """``on`` or ``off`` for this request, as the auth middleware decides it (``local``: by the connection)."""
+    mode = str(settings.auth.mode(settings.server))
+    if mode == "local":
+        from apps.security import is_local_request  # apps.security imports this module
+
+        return "off" if is_local_request(scope) else "on"
+    return mode
+
+
+def _verify_bearer(request: Request) -> Any:
+    store = getattr(request.app.state, "keys", None)
+    kind, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    if store is None or kind.lower() != "bearer" or not token.strip():
+        return None
+    try:
+        return store.verify(token.strip())
+    except Exception:  # a broken key store must not break the public health route
+        log.exception("key store failed while checking a key on %s", request.url.path)
+        return None
+
+
+def internal_error_message(request: Request) -> str:
+    """The generic message of a 500 for callers who are not the operator."""
+    request_id = getattr(request.state, "request_id", None)
+    return f"internal error; quote request id {request_id} to the operator (the server log has the cause)"
 
 
 def error_body(
@@ -109,6 +174,12 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"request body is not valid UTF-8 (byte {cause.start}: {cause.reason})"
         elif isinstance(cause, RecursionError):
             message = "request JSON is nested too deeply"
+        if exc.status_code >= 500:  # a route's own 5xx may quote a store error: paths and URLs for the operator
+            rid = getattr(request.state, "request_id", None)
+            log.warning("HTTP %s on %s %s (request %s): %s", exc.status_code, request.method, request.url.path, rid,
+                        message)  # fmt: skip
+        if (exc.status_code >= 500 or exc.status_code == 404) and not caller_is_operator(request):
+            message = redact(message)
         return JSONResponse(error_body(request, exc.status_code, message), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -120,11 +191,23 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _kgnlp(request: Request, exc: KgnlpError) -> JSONResponse:
         status, type_ = next(((s, t) for cls, s, t in _STATUS if isinstance(exc, cls)), (500, "server_error"))
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, OverloadedError) else None
-        if status >= 500 and not isinstance(exc, OverloadedError | ModelUnavailableError):
-            log.error("internal error: %s", exc, exc_info=exc)
-        return JSONResponse(error_body(request, status, str(exc), type_=type_), status, headers=headers)
+        message = str(exc)
+        rid = getattr(request.state, "request_id", None)
+        if status == 503:  # expected (a model not set up, a full queue): the log gets the whole message
+            log.warning("%s on %s %s (request %s): %s", type_, request.method, request.url.path, rid, message)
+        elif status >= 500:
+            log.error("internal error on %s %s (request %s): %s", request.method, request.url.path, rid, message,
+                      exc_info=exc)  # fmt: skip
+        if (status >= 500 or status == 404) and not caller_is_operator(request):
+            message = internal_error_message(request) if status == 500 else redact(message)
+        return JSONResponse(error_body(request, status, message, type_=type_), status, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse(error_body(request, 500, "internal server error; see the server log"), 500)
+        rid = getattr(request.state, "request_id", None)
+        log.error("unhandled error on %s %s (request %s)", request.method, request.url.path, rid, exc_info=exc)
+        if caller_is_operator(request):
+            message = f"internal server error: {type(exc).__name__}: {exc}"[:4000]
+        else:
+            message = internal_error_message(request)
+        return JSONResponse(error_body(request, 500, message), 500)

@@ -659,7 +659,7 @@ class LadybugStore:
             limit=limit,
             fetch=self._fetch_level,
             get_many=self.get_many,
-            provenance={"backend": self.backend, "store": str(self.path)},
+            provenance={"backend": self.backend, "graph": self.path.name},
         )
 
     def _fetch_level(self, ids: list[str], d: str, types: list[str], cap: int) -> list[Relation]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from apps.deps import ServicesDep
+from apps.errors import caller_is_operator
 
 __all__ = ["router"]
 
@@ -26,10 +27,19 @@ def live() -> Live:
 
 
 @router.get("/health/ready", responses={503: {"description": "not ready"}})
-def ready(services: ServicesDep) -> JSONResponse:
-    """Whether every configured component is loaded, and what each one is."""
+def ready(request: Request, services: ServicesDep) -> JSONResponse:
+    """Whether every configured component is loaded (``status`` per component).
+
+    The route is public: what each component is (model names, file paths, the remote generator's
+    URL, hints) goes only to the operator, i.e. a caller with an ``admin`` key or one that needs no
+    key (:func:`apps.errors.caller_is_operator`).
+    """
+    detailed = caller_is_operator(request)
     body: dict[str, Any] = {
         "status": "ready" if services.ready else "not_ready",
-        "components": {name: {"status": c.status, **c.detail} for name, c in sorted(services.components.items())},
+        "components": {
+            name: {"status": c.status, **(c.detail if detailed else {})}
+            for name, c in sorted(services.components.items())
+        },
     }
     return JSONResponse(body, status_code=200 if services.ready else 503)
