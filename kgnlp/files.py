@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write_text",
     "default_home",
     "fsync_dir",
+    "load_tensors",
     "recover_dir",
     "sha256_file",
 ]
@@ -173,6 +174,34 @@ def recover_dir(final: Path) -> bool:
         return False
     fsync_dir(final.parent)
     return True
+
+
+def load_tensors(source: Path | bytes, map_location: Any = "cpu") -> Any:
+    """Read a ``torch.save`` file that holds only tensors and plain containers (a state dict, a checkpoint).
+
+    ``torch.load(weights_only=True)``: a pickle that names any other callable (code that would run
+    on load) is refused instead of executed.
+
+    Args:
+        source: the file, or its bytes.
+        map_location: where tensors go (``torch.load``'s argument).
+
+    Raises:
+        StoreError: the file is unreadable, or holds something besides tensors and plain data.
+    """
+    import io
+    import pickle
+
+    import torch
+
+    from kgnlp.errors import StoreError
+
+    what = "tensor bytes" if isinstance(source, bytes) else str(source)
+    try:
+        return torch.load(io.BytesIO(source) if isinstance(source, bytes) else source, map_location=map_location,
+                          weights_only=True)  # fmt: skip
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise StoreError(f"{what}: not a plain tensor file (refused, nothing was executed): {e}") from e
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

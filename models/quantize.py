@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kgnlp.errors import NotFoundError
-from kgnlp.files import atomic_dir, atomic_write_json
+from kgnlp.files import atomic_dir, atomic_write_json, load_tensors
 
 __all__ = ["load_int8_classifier", "quantize_run", "serialized_bytes"]
 
@@ -34,14 +34,17 @@ def _quantize(model: Any) -> Any:
 
 
 def load_int8_classifier(folder: Path) -> tuple[Any, Any]:
-    """Load what ``quantize_run`` saved: ``(quantized model, tokenizer)``."""
-    import torch
+    """Load what ``quantize_run`` saved: ``(quantized model, tokenizer)``.
+
+    Raises:
+        StoreError: ``int8_state.pt`` holds more than tensors (a pickled callable is refused, not run).
+    """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     folder = Path(folder)
     config = AutoConfig.from_pretrained(str(folder))
     model = _quantize(AutoModelForSequenceClassification.from_config(config))
-    model.load_state_dict(torch.load(folder / "int8_state.pt", weights_only=False))
+    model.load_state_dict(load_tensors(folder / "int8_state.pt"))  # a state dict: tensors only, no pickled code
     return model.eval(), AutoTokenizer.from_pretrained(str(folder))
 
 

@@ -87,11 +87,17 @@ class IntentClassifier:
         """The most likely intent of one utterance, with its probability."""
         return self.predict_many([text])[0]
 
-    def save(self, directory: Path) -> None:
-        """Write weights and labels atomically (no pickle: plain npz + JSON)."""
+    def save(self, directory: Path, meta: dict[str, Any] | None = None) -> None:
+        """Write weights and labels (no pickle: plain npz + JSON), and ``meta`` as ``meta.json``.
+
+        The directory is built aside and swapped in whole: a failure at any point (a full disk, a
+        kill) leaves the previous classifier and its ``meta.json`` as they were.
+        """
         with atomic_dir(Path(directory)) as tmp:
             np.savez(tmp / "weights.npz", weights=self.weights, bias=self.bias)
             (tmp / "labels.json").write_text(json.dumps(self.labels))
+            if meta is not None:
+                (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
     def load(cls, directory: Path, encoder: Encoder) -> IntentClassifier:

@@ -57,21 +57,27 @@ def train_intents(home: Path, embedder: Any, source: Path | None = None, force: 
         raise NotFoundError(f"Bitext data not found at {src}")
     out = intents_dir(home)
     digest = sha256_file(src)
-    meta_file = out / "meta.json"
-    if not force and meta_file.is_file():
-        meta = json.loads(meta_file.read_text())
-        if meta.get("source_sha256") == digest:
-            return {"status": "unchanged", **meta}
+    meta = _read_meta(out / "meta.json")
+    if not force and meta is not None and meta.get("source_sha256") == digest:
+        return {"status": "unchanged", **meta}
     t0 = time.perf_counter()
     rows = read_bitext_rows(src)
     clf = IntentClassifier.train(
         sentence_encoder(embedder), [r["instruction"] for r in rows], [r["intent"] for r in rows]
     )
-    clf.save(out)
     meta = {"source": str(src), "source_sha256": digest, "examples": len(rows), "intents": len(clf.labels),
             "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
-    meta_file.write_text(json.dumps(meta, indent=2))
+    clf.save(out, meta=meta)  # weights, labels and meta.json swapped in together
     return {"status": "trained", **meta}
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    """The recorded ``meta.json``, or None when it is missing or unreadable (then the classifier is retrained)."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def load_intents(home: Path, embedder: Any) -> IntentClassifier:

@@ -3,7 +3,11 @@
 Deliveries are rows in the store before any attempt, so a restart resumes them. The
 signature follows the Stripe scheme: header ``X-Kgnlp-Signature: t=<unix>,v1=<hex>`` where
 ``hex = HMAC-SHA256(secret, "<t>.<raw body>")``; receivers check it with :func:`verify`
-and reject stale timestamps (replays).
+and reject stale timestamps (replays). Without a secret the dispatcher warns once when it starts.
+
+Receiver URLs often carry a credential in their path or query (``hooks.slack.com/services/…``):
+logs name a receiver by scheme, host and port only (:func:`redact_url`), httpx's own request log
+lines included.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
+from urllib.parse import urlsplit
 
 from apps.sentiment.store import AlertRow, SentimentStore
 
-__all__ = ["SIGNATURE_HEADER", "WebhookDispatcher", "sign", "verify"]
+__all__ = ["SIGNATURE_HEADER", "WebhookDispatcher", "redact_url", "sign", "verify"]
 
 log = logging.getLogger("kgnlp.sentiment.webhooks")
 
@@ -42,6 +47,51 @@ def verify(secret: str, header: str, body: bytes, tolerance_s: float = 300, now:
     if abs((now if now is not None else time.time()) - ts) > tolerance_s:
         return False
     return hmac.compare_digest(sign(secret, body, ts), f"t={ts},v1={parts.get('v1', '')}")
+
+
+def _origin(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without what may be a credential: ``scheme://host[:port]``, ``/…`` when it had a path or query."""
+    origin = _origin(url)
+    if origin is None:
+        return "<invalid url>"
+    parts = urlsplit(url)
+    return origin + ("/…" if parts.path.strip("/") or parts.query or parts.fragment else "")
+
+
+class _RedactReceivers(logging.Filter):
+    """Rewrites httpx's ``HTTP Request: POST <url> …`` log lines to name a receiver by :func:`redact_url`."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        super().__init__()
+        self.origins = {o for o in map(_origin, urls) if o}
+
+    def add(self, url: str) -> None:
+        origin = _origin(url)
+        if origin:
+            self.origins.add(origin)
+
+    def _safe(self, arg: object) -> object:
+        if isinstance(arg, int | float):
+            return arg
+        text = str(arg)
+        return redact_url(text) if "://" in text and _origin(text) in self.origins else arg
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._safe(a) for a in record.args)
+        return True
 
 
 class WebhookDispatcher:
@@ -81,6 +131,7 @@ class WebhookDispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: Any = None
+        self._log_filter = _RedactReceivers(self.urls)
 
     def enqueue(self, alert: AlertRow, event: str) -> None:
         """Queue ``event`` about ``alert`` for every URL (durably) and wake the sender."""
@@ -95,7 +146,15 @@ class WebhookDispatcher:
         self._wake.set()
 
     def start(self) -> WebhookDispatcher:
+        """Start the sender thread (once); warn when deliveries will go unsigned."""
         if self.urls and self._thread is None:
+            if not self.secret:
+                log.warning(
+                    "webhooks are UNSIGNED: no secret is set (KGNLP_SENTIMENT__WEBHOOK_SECRET), so %d receiver(s) "
+                    "(%s) cannot tell an alert from a forgery",
+                    len(self.urls),
+                    ", ".join(sorted({redact_url(u) for u in self.urls})),
+                )
             self._thread = threading.Thread(target=self._run, name="kgnlp-webhooks", daemon=True)
             self._thread.start()
         return self
@@ -109,6 +168,7 @@ class WebhookDispatcher:
         if self._client is not None:
             self._client.close()
             self._client = None
+        logging.getLogger("httpx").removeFilter(self._log_filter)
 
     def deliver_due(self, now: float | None = None) -> int:
         """Attempt every delivery that is due; returns how many were attempted."""
@@ -121,7 +181,9 @@ class WebhookDispatcher:
         import httpx
 
         if self._client is None:
+            logging.getLogger("httpx").addFilter(self._log_filter)  # its INFO line names the full URL
             self._client = httpx.Client(timeout=self.timeout_s)
+        self._log_filter.add(url)  # a delivery queued under an earlier configuration too
         body = payload.encode()
         headers = {"Content-Type": "application/json", "X-Kgnlp-Event": event, "X-Kgnlp-Delivery": str(delivery_id)}
         if self.secret:
@@ -134,10 +196,10 @@ class WebhookDispatcher:
                 return
             error = f"HTTP {r.status_code}"
         except httpx.HTTPError as e:
-            error = f"{type(e).__name__}: {e}"
+            error = f"{type(e).__name__}: {e}".replace(url, redact_url(url))
         n = attempts + 1
         if n >= self.max_attempts:
-            log.warning("webhook delivery %s to %s dead after %d attempts: %s", delivery_id, url, n, error)
+            log.warning("webhook delivery %s to %s dead after %d attempts: %s", delivery_id, redact_url(url), n, error)
             self.store.record_attempt(delivery_id, ok=False, error=error)
             return
         delay = min(self.max_backoff_s, self.backoff_s * 2 ** (n - 1))

@@ -117,13 +117,12 @@ class EmbeddingArtifact:
         Returns:
             The model in eval mode, on CPU.
         """
-        import torch
-
         from kg.embeddings.models import RGCNModel, build_model
+        from kgnlp.files import load_tensors
 
         if self.model_blob is None:
             raise NotFoundError("these embeddings were saved without model weights")
-        ck = torch.load(io.BytesIO(self.model_blob), map_location="cpu", weights_only=False)
+        ck = load_tensors(self.model_blob)  # tensors and plain data only: a pickled callable is refused
         args = dict(ck["model_args"])
         n, r, d = args.pop("num_entities"), args.pop("num_relations"), args.pop("dim")
         if ck["kind"] == RGCNModel.kind:

@@ -26,7 +26,7 @@ from kg.embeddings.data import KGData
 from kg.embeddings.evaluation import FilterIndex, RankingMetrics, evaluate
 from kg.embeddings.models import KGEModel
 from kgnlp.errors import ConfigurationError
-from kgnlp.files import atomic_write_bytes
+from kgnlp.files import atomic_write_bytes, load_tensors
 
 __all__ = ["TrainConfig", "TrainResult", "pick_device", "seed_everything", "train"]
 
@@ -254,7 +254,7 @@ def train(
     best_state = copy.deepcopy(model.state_dict())
     last_path = checkpoint_dir / "last.pt" if checkpoint_dir else None
     if resume and last_path is not None and last_path.exists():
-        ck = torch.load(last_path, map_location=device, weights_only=False)
+        ck = load_tensors(last_path, map_location=device)  # tensors and plain data only
         if ck.get("kind") != model.kind or ck.get("model_args", {}).get("dim") != model.dim:
             raise ConfigurationError(f"checkpoint {last_path} is for {ck.get('kind')!r}, not this {model.kind!r} model")
         model.load_state_dict(ck["state"])
@@ -266,7 +266,7 @@ def train(
         best_valid = RankingMetrics(**ck["best_valid"]) if ck.get("best_valid") else None
         torch.set_rng_state(ck["rng"])
         best_path = checkpoint_dir / "best.pt"  # type: ignore[operator]
-        best_state = torch.load(best_path, map_location=device)["state"] if best_path.exists() else model.state_dict()
+        best_state = load_tensors(best_path, map_location=device)["state"] if best_path.exists() else model.state_dict()
         if log:
             log(f"resumed from {last_path} at epoch {ck['epoch']} (best valid MRR {best_mrr:.4f})")
 
