@@ -239,8 +239,13 @@ class ApiKeyAuth:
         self.limiter = limiter
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
 
-    def _keys_required(self, scope: Scope) -> bool:
-        return self.mode == "on" or (self.mode == "local" and not is_local_request(scope))
+    def _keys_checked(self, scope: Scope) -> bool:
+        """Whether this request goes through the key checks: always with auth on; with ``local``
+        when it is not provably local, or when it sends a key anyway (a local integration that has
+        one is that key's holder: its sessions, its scopes)."""
+        if self.mode == "on":
+            return True
+        return self.mode == "local" and (_bearer(scope) is not None or not is_local_request(scope))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -253,7 +258,7 @@ class ApiKeyAuth:
             await self.app(scope, receive, send)
             return
         key: ApiKey | None = None
-        if self._keys_required(scope):
+        if self._keys_checked(scope):
             token = _bearer(scope)
             if token and self.store is not None:
                 key = self.store.verify(token)

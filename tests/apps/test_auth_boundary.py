@@ -93,6 +93,11 @@ def test_the_default_app_wants_a_key_from_anyone_but_this_machine(tmp_path: Path
     app = _app(tmp_path)  # the default settings: 127.0.0.1, auth unset
     with local_client(app) as client:
         assert client.get("/admin/keys").status_code == 200
+        # a key sent from this machine is still that key: checked, with its scope
+        _, read = app.state.keys.create("local-reader", "read")
+        assert client.get("/admin/keys", headers={"Authorization": f"Bearer {read}"}).status_code == 403
+        assert client.get("/v1/models", headers={"Authorization": f"Bearer {read}"}).status_code == 200
+        assert client.get("/v1/models", headers={"Authorization": "Bearer kgnlp_bogus"}).status_code == 401
     for client_address in ("192.168.1.20", "203.0.113.9"):
         with TestClient(app, base_url="http://127.0.0.1:8000", client=(client_address, 5000)) as remote:
             r = remote.post("/admin/keys", json={"name": "mine", "scopes": ["admin"]})
