@@ -48,6 +48,8 @@ __all__ = [
 
 log = logging.getLogger("kgnlp.security")
 
+TOKEN_PREFIX = "kgnlp_"  # every key the store issues starts so (apps.keystore)
+
 READ, WRITE, ADMIN = KeyScope.READ, KeyScope.WRITE, KeyScope.ADMIN
 _ANY: frozenset[str] = frozenset()
 _GET = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -241,11 +243,14 @@ class ApiKeyAuth:
 
     def _keys_checked(self, scope: Scope) -> bool:
         """Whether this request goes through the key checks: always with auth on; with ``local``
-        when it is not provably local, or when it sends a key anyway (a local integration that has
-        one is that key's holder: its sessions, its scopes)."""
+        when it is not provably local, or when it sends one of our keys anyway (a local integration
+        that has one is that key's holder: its sessions, its scopes). Other bearer tokens from this
+        machine are ignored: OpenAI clients must send *some* key (``api_key="unused"``)."""
         if self.mode == "on":
             return True
-        return self.mode == "local" and (_bearer(scope) is not None or not is_local_request(scope))
+        if self.mode != "local":
+            return False
+        return (_bearer(scope) or "").startswith(TOKEN_PREFIX) or not is_local_request(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):

@@ -312,17 +312,22 @@ class CustomerServicePipeline:
 
         ``owner``'s session ``session_id`` is continued (see ``apps.customer_service.sessions``); a
         caller without a key (:data:`ANONYMOUS`) continues only a session the server issued and stored
-        (``sessions.create``), else :class:`NotFoundError`.
+        (``sessions.create``), else :class:`NotFoundError`. The whole step runs in a worker thread:
+        each part is CPU work on the caller's text (patterns, embeddings, placeholder filling) or
+        a database read, and none of it may hold the event loop.
         """
-        conv = await asyncio.to_thread(self.sessions.load, session_id, owner)
+        return await asyncio.to_thread(self._prepare, session_id, message, owner)
+
+    def _prepare(self, session_id: str, message: str, owner: str) -> tuple[Conversation, CSAnswer, list[Any]]:
+        conv = self.sessions.load(session_id, owner)
         if owner == ANONYMOUS and not conv.exists and not session_id.startswith(EPHEMERAL_PREFIX):
             raise NotFoundError(unknown_session_message(session_id))
-        turn = await asyncio.to_thread(understand, self.intents, conv.turns, message)
+        turn = understand(self.intents, conv.turns, message)
         new = {k: v for k, v in turn.slots.items() if conv.slots.get(k) != v}
         slots = {**conv.slots, **turn.slots}
         conv.slots = slots
         reason = None if turn.continued else self._escalation(conv, turn.intent, turn.confidence)
-        evidence = [] if reason else await asyncio.to_thread(self._evidence, turn.query, turn.intent)
+        evidence = [] if reason else self._evidence(turn.query, turn.intent)
         draft = CSAnswer(
             answer="",
             intent=turn.intent,
