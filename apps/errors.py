@@ -174,6 +174,10 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"request body is not valid UTF-8 (byte {cause.start}: {cause.reason})"
         elif isinstance(cause, RecursionError):
             message = "request JSON is nested too deeply"
+        if exc.status_code == 404 and message == "Not Found":  # the router's: no route has this path
+            message = f"no route serves {request.method} {request.url.path[:200]!r} (see /docs for the API)"
+        elif exc.status_code == 405 and message == "Method Not Allowed":
+            message = f"{request.method} is not allowed on {request.url.path[:200]!r} (see /docs for the API)"
         if exc.status_code >= 500:  # a route's own 5xx may quote a store error: paths and URLs for the operator
             rid = getattr(request.state, "request_id", None)
             log.warning("HTTP %s on %s %s (request %s): %s", exc.status_code, request.method, request.url.path, rid,

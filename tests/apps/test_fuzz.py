@@ -82,7 +82,8 @@ def fuzz(
     from schemathesis import GenerationMode
     from schemathesis.core.result import Err
 
-    schema = schemathesis.openapi.from_url(f"{url}/openapi.json", headers=schema_headers or headers)
+    wanted = schema_headers or headers
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json", **({"headers": wanted} if wanted else {}))
     problems: list[Problem] = []
     statuses: dict[str, int] = {}
     deadline = time.monotonic() + seconds

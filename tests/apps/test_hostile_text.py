@@ -133,15 +133,22 @@ def test_cap_sized_hostile_runs_answer_within_a_second(nogen_service: Service, f
         over = _call(client, field, "x" * (field.cap + 1))
         assert over.status_code == 422, f"{field.cap} is not the field's cap: {over.status_code} {over.text[:200]}"
         _call(client, field, "warm up")  # first-call costs (lazy loads) are not what this measures
+        # a route that does real work on a cap-sized text (an ingest embeds and saves an index) may
+        # take as long as twice a benign text of the same size; a stall shows up far beyond that
+        budget = BUDGET_S
+        for _ in range(2):
+            t0 = time.perf_counter()
+            _call(client, field, ("benign words " * field.cap)[: field.cap])
+            budget = max(budget, 2 * (time.perf_counter() - t0))
         for name, text in _runs(field.cap).items():
             assert len(text) == field.cap
             t0 = time.perf_counter()
             r = _call(client, field, text)
             seconds = time.perf_counter() - t0
             assert r.status_code < 500, (name, r.status_code, r.text[:300])
-            if seconds > BUDGET_S:
+            if seconds > budget:
                 slow.append(f"{name}: {seconds:.2f} s")
-    assert not slow, f"{field.method} {field.path}: answers over {BUDGET_S} s: {slow}"
+    assert not slow, f"{field.method} {field.path}: answers over {budget:.2f} s: {slow}"
     assert not probe.failures, probe.failures
     assert probe.slowest < LIVE_BUDGET_S, f"/health/live took {probe.slowest:.2f} s while {field.path} was served"
 
