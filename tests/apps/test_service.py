@@ -64,7 +64,12 @@ def test_unknown_route_gives_json_404_with_request_id(server: str) -> None:
     assert r.status_code == 404
     assert r.headers["x-request-id"] == "abc-123"
     assert r.json() == {
-        "error": {"message": "Not Found", "type": "not_found", "param": None, "code": 404},
+        "error": {
+            "message": "no route serves GET '/nope' (see /docs for the API)",
+            "type": "not_found",
+            "param": None,
+            "code": 404,
+        },
         "request_id": "abc-123",
     }
 
