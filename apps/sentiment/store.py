@@ -33,7 +33,9 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -109,6 +111,8 @@ deliveries = Table(
     Column("last_error", Text, nullable=True),
     Column("created", Float, nullable=False),
     Column("updated", Float, nullable=False),
+    # the dispatcher holding this delivery's lease (while it sends, ``next_attempt`` is the lease's end)
+    Column("claimed_by", String(64), nullable=True),
 )
 
 
@@ -191,7 +195,9 @@ class SentimentStore:
         self._engine: Any = None
 
     def open(self) -> SentimentStore:
-        self._engine = open_engine(self.url, _meta, "sentiment store")
+        engine = open_engine(self.url, _meta, "sentiment store")
+        _add_missing_columns(engine)
+        self._engine = engine
         return self
 
     def close(self) -> None:
@@ -451,25 +457,61 @@ class SentimentStore:
         with self.engine.connect() as c:
             return [_delivery(r._mapping) for r in c.execute(q)]
 
+    def claim_deliveries(self, owner: str, now: float, lease_s: float, limit: int = 50) -> list[Delivery]:
+        """Atomically take up to ``limit`` due deliveries for ``owner`` (a lease until ``now + lease_s``).
+
+        One ``UPDATE … WHERE status='pending' AND next_attempt <= now … RETURNING``: a row is due when
+        it is pending and its retry time (or the previous claimer's lease) has passed, so two
+        dispatchers never hold one row at once, and a claimer that dies leaves a lease that expires.
+        PostgreSQL picks candidates with ``FOR UPDATE SKIP LOCKED``; SQLite serialises writers.
+        """
+        due = and_(deliveries.c.status == "pending", deliveries.c.next_attempt <= now)
+        pick = select(deliveries.c.id).where(due).order_by(deliveries.c.next_attempt, deliveries.c.id).limit(limit)
+        with self.engine.begin() as c:
+            if c.dialect.name == "postgresql":
+                pick = pick.with_for_update(skip_locked=True)
+            stmt = (
+                update(deliveries)
+                .where(and_(deliveries.c.id.in_(pick.scalar_subquery()), due))
+                .values(claimed_by=owner, next_attempt=now + lease_s, updated=time.time())
+                .returning(*deliveries.c)
+            )
+            rows = [_delivery(r._mapping) for r in c.execute(stmt)]
+        return sorted(rows, key=lambda d: d.id)
+
     def next_due(self) -> float | None:
         with self.engine.connect() as c:
             v = c.scalar(select(func.min(deliveries.c.next_attempt)).where(deliveries.c.status == "pending"))
         return float(v) if v is not None else None
 
     def record_attempt(
-        self, delivery_id: int, *, ok: bool, error: str | None = None, retry_at: float | None = None
-    ) -> None:
-        """Record one delivery attempt: delivered, retried at ``retry_at``, or dead (no ``retry_at``)."""
+        self,
+        delivery_id: int,
+        *,
+        ok: bool,
+        error: str | None = None,
+        retry_at: float | None = None,
+        owner: str | None = None,
+    ) -> bool:
+        """Record one delivery attempt: delivered, retried at ``retry_at``, or dead (no ``retry_at``).
+
+        The lease is released. With ``owner``, only while ``owner`` still holds it (a dispatcher whose
+        lease expired and was taken over records nothing). Returns whether the row was updated.
+        """
         status = "delivered" if ok else ("pending" if retry_at is not None else "dead")
+        cond = deliveries.c.id == delivery_id
+        if owner is not None:
+            cond = and_(cond, deliveries.c.claimed_by == owner, deliveries.c.status == "pending")
         with self.engine.begin() as c:
-            c.execute(
+            n = c.execute(
                 update(deliveries)
-                .where(deliveries.c.id == delivery_id)
+                .where(cond)
                 .values(
-                    status=status, attempts=deliveries.c.attempts + 1, last_error=error,
+                    status=status, attempts=deliveries.c.attempts + 1, last_error=error, claimed_by=None,
                     next_attempt=retry_at if retry_at is not None else time.time(), updated=time.time(),
                 )
-            )  # fmt: skip
+            ).rowcount  # fmt: skip
+        return bool(n)
 
     def deliveries(self, status: str | None = None, limit: int = 100) -> list[Delivery]:
         q = select(deliveries)
@@ -477,6 +519,26 @@ class SentimentStore:
             q = q.where(deliveries.c.status == status)
         with self.engine.connect() as c:
             return [_delivery(r._mapping) for r in c.execute(q.order_by(deliveries.c.id.desc()).limit(limit))]
+
+
+# columns added after the first release: created on an older database when it is opened
+_ADDED_COLUMNS = {"sentiment_webhook_deliveries": ["claimed_by"]}
+
+
+def _add_missing_columns(engine: Any) -> None:
+    """``ALTER TABLE … ADD COLUMN`` (nullable) what an older database lacks; idempotent, race-tolerant."""
+    for table, columns in _ADDED_COLUMNS.items():
+        for name in columns:
+            if name in {c["name"] for c in inspect(engine).get_columns(table)}:
+                continue
+            column = _meta.tables[table].c[name]
+            ddl = f"ALTER TABLE {table} ADD COLUMN {name} {column.type.compile(engine.dialect)}"
+            try:
+                with engine.begin() as c:
+                    c.execute(text(ddl))
+            except Exception:
+                if name not in {c["name"] for c in inspect(engine).get_columns(table)}:
+                    raise
 
 
 def _event_row(r: EventRecord, now: float) -> dict[str, Any]:

@@ -15,8 +15,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -106,6 +109,12 @@ class WebhookDispatcher:
         timeout_s: per-attempt HTTP timeout.
         mask: applied to the explanation's driving texts in every payload (PII masking), or None;
             an alert stored before masking was turned on is masked on its way out too.
+        lease_s: how long a claimed delivery stays this dispatcher's (it must cover one attempt's
+            ``timeout_s``); when the claimer dies, another dispatcher takes the delivery after that.
+
+    Every worker and replica (and ``kgnlp sentiment replay``) may run one over the same database:
+    a dispatcher claims due deliveries atomically (:meth:`SentimentStore.claim_deliveries`), so each
+    is POSTed by exactly one of them.
     """
 
     def __init__(
@@ -118,6 +127,7 @@ class WebhookDispatcher:
         max_backoff_s: float = 600.0,
         timeout_s: float = 5.0,
         mask: Callable[[str], str] | None = None,
+        lease_s: float = 60.0,
     ) -> None:
         self.store = store
         self.urls = list(urls)
@@ -127,6 +137,8 @@ class WebhookDispatcher:
         self.max_backoff_s = max_backoff_s
         self.timeout_s = timeout_s
         self.mask = mask
+        self.lease_s = max(lease_s, timeout_s + 1)
+        self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -171,8 +183,8 @@ class WebhookDispatcher:
         logging.getLogger("httpx").removeFilter(self._log_filter)
 
     def deliver_due(self, now: float | None = None) -> int:
-        """Attempt every delivery that is due; returns how many were attempted."""
-        due = self.store.due_deliveries(time.time() if now is None else now)
+        """Claim every delivery that is due and attempt it; returns how many were attempted."""
+        due = self.store.claim_deliveries(self.owner, time.time() if now is None else now, self.lease_s)
         for d in due:
             self._attempt(d.id, d.url, d.event, d.payload, d.attempts)
         return len(due)
@@ -192,7 +204,7 @@ class WebhookDispatcher:
         try:
             r = self._client.post(url, content=body, headers=headers)
             if 200 <= r.status_code < 300:
-                self.store.record_attempt(delivery_id, ok=True)
+                self.store.record_attempt(delivery_id, ok=True, owner=self.owner)
                 return
             error = f"HTTP {r.status_code}"
         except httpx.HTTPError as e:
@@ -200,10 +212,10 @@ class WebhookDispatcher:
         n = attempts + 1
         if n >= self.max_attempts:
             log.warning("webhook delivery %s to %s dead after %d attempts: %s", delivery_id, redact_url(url), n, error)
-            self.store.record_attempt(delivery_id, ok=False, error=error)
+            self.store.record_attempt(delivery_id, ok=False, error=error, owner=self.owner)
             return
         delay = min(self.max_backoff_s, self.backoff_s * 2 ** (n - 1))
-        self.store.record_attempt(delivery_id, ok=False, error=error, retry_at=time.time() + delay)
+        self.store.record_attempt(delivery_id, ok=False, error=error, retry_at=time.time() + delay, owner=self.owner)
 
     def _run(self) -> None:
         while not self._stop.is_set():
