@@ -321,13 +321,13 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     from apps.ratelimit import RateLimiter
 
     mode = settings.auth.mode(settings.server)
-    store = KeyStore(settings.keys_path)
+    store = KeyStore.for_settings(settings)
     app.state.keys = store
-    if mode == "on" and not settings.keys_path.exists():
+    if mode == "on" and not store.has_keys():
         log.warning(
-            "auth is on and there is no key store at %s: every request but /health/* gets 401; "
+            "auth is on and the key store (%s) has no active key: every request but /health/* gets 401; "
             "create a key with: kgnlp keys create --scopes admin --name ops",
-            settings.keys_path,
+            store,
         )
     elif mode == "local":
         log.info("auth: requests from this machine (loopback socket and Host, no proxy headers) need no key")

@@ -1,4 +1,9 @@
-"""``kgnlp keys``: create, list and revoke API keys in the key store (``KGNLP_HOME/keys.sqlite``)."""
+"""``kgnlp keys``: create, list and revoke API keys in the key store.
+
+The store is the one the service uses: the state database (``KGNLP_DATABASE_URL``, else
+``KGNLP_HOME/state.sqlite``), or ``KGNLP_AUTH__KEYS_PATH`` when set; ``--store`` names a URL or a
+SQLite file instead.
+"""
 
 from __future__ import annotations
 
@@ -16,18 +21,26 @@ app = typer.Typer(help="API keys: create, list, revoke (stored hashed).", no_arg
 
 Home = Annotated[
     Path | None,
-    typer.Option("--home", envvar="KGNLP_HOME", help="kgnlp home; the store is HOME/keys.sqlite"),
+    typer.Option("--home", envvar="KGNLP_HOME", help="kgnlp home (its state database holds the keys)"),
 ]
 Store = Annotated[
-    Path | None,
-    typer.Option("--store", envvar="KGNLP_AUTH__KEYS_PATH", help="key store file (overrides --home)"),
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="KGNLP_AUTH__KEYS_PATH",
+        help="a database URL (postgresql+psycopg://…) or a SQLite file; default: the service's database",
+    ),
 ]
 
 
-def _store(home: Path | None, store: Path | None) -> KeyStore:
-    from kgnlp.files import default_home
+def _store(home: Path | None, store: str | None) -> KeyStore:
+    """``--store`` when given, else the service's own store (same settings, same database)."""
+    if store:
+        return KeyStore(store)
+    from apps.settings import load_settings
 
-    return KeyStore(store.expanduser() if store else (home.expanduser() if home else default_home()) / "keys.sqlite")
+    settings = load_settings(home=home.expanduser()) if home else load_settings()
+    return KeyStore.for_settings(settings)
 
 
 def _when(ts: float | None) -> str:

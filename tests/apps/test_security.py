@@ -206,7 +206,9 @@ def test_bad_tokens_get_401(secured: dict[str, Any]) -> None:
 
 
 def test_keys_are_stored_hashed(secured: dict[str, Any]) -> None:
-    files = sorted(Path(secured["home"]).glob("keys.sqlite*"))
+    db = secured["store"].path  # the service's state database (no keys_path set)
+    assert db is not None and db.name == "state.sqlite" and db.parent == Path(secured["home"])
+    files = sorted(db.parent.glob(db.name + "*"))
     assert files and (files[0].stat().st_mode & 0o077) == 0  # owner-only
     raw = b"".join(f.read_bytes() for f in files)
     for token in secured["tokens"].values():
@@ -239,9 +241,11 @@ def test_key_management_over_http_and_revocation(secured: dict[str, Any]) -> Non
 def test_cli_create_list_revoke_and_the_server_sees_it(secured: dict[str, Any]) -> None:
     from apps.cli import app as cli
 
-    url, store = secured["url"], str(Path(secured["home"]) / "keys.sqlite")
-    runner = CliRunner()
-    made = runner.invoke(cli, ["keys", "create", "--name", "cli-key", "--scopes", "read", "--store", store])
+    url, home = secured["url"], str(secured["home"])
+    store = f"sqlite:///{Path(home) / 'state.sqlite'}"  # --store takes a URL (or a file)
+    runner = CliRunner(env={"KGNLP_DATABASE_URL": None, "KGNLP_AUTH__KEYS_PATH": None})
+    # without --store the CLI writes where the service reads: the state database of --home
+    made = runner.invoke(cli, ["keys", "create", "--name", "cli-key", "--scopes", "read", "--home", home])
     assert made.exit_code == 0, made.output
     token = made.stdout.strip().splitlines()[0]
     assert token.startswith("kgnlp_")
