@@ -83,8 +83,9 @@ def build_services(settings: Settings) -> Services:
         from models.concurrency import GenerationQueue
 
         m = settings.models
+        running = m.remote_max_concurrent if m.backend == "remote" else m.max_concurrent  # a remote server batches
         services.generation = GenerationQueue(
-            services.generator, m.max_concurrent, m.max_waiting, m.timeout_s, max_batch=m.max_batch,
+            services.generator, running, m.max_waiting, m.timeout_s, max_batch=m.max_batch,
             decode_timeout_s=m.decode_timeout_s,
         )  # fmt: skip
     services.graphs = open_graph_registry(settings, services.embedder)
@@ -202,6 +203,7 @@ def load_generator(settings: Settings, cache: Any) -> tuple[Any, dict[str, Any]]
         # the server's context is its own: checked here only when the operator states it
         context = m.context_tokens if "context_tokens" in m.model_fields_set else None
         gen: Any = RemoteGenerator(m.remote_url, _public_name(m.generator), api_key=key, adapters=m.remote_adapters,
+                                   adapter_model=m.remote_adapter_model, model_map=m.remote_model_map,
                                    timeout_s=m.timeout_s, context_tokens=context)  # fmt: skip
         return gen, {"model": gen.name, "backend": "remote", "url": m.remote_url, "adapters": gen.adapter_names()}
     from kgnlp.cpu import cpu_info

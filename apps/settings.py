@@ -81,9 +81,28 @@ class ModelSettings(BaseModel):
     remote_url: str | None = Field(None, description="e.g. http://vllm:8000/v1 (backend=remote)")
     remote_api_key: SecretStr | None = None
     remote_adapters: list[str] = Field(default_factory=list, description="adapter names the remote server serves")
+    remote_model_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="adapter name -> the model name the remote server serves it under (adapters listed here are "
+        "served too); an adapter missing from the map is asked for as remote_adapter_model",
+    )
+    remote_adapter_model: str = Field(
+        "{adapter}",
+        description="served model name of an adapter not in remote_model_map: '{adapter}' (its own name, as vLLM "
+        "names --lora-modules name=path) or e.g. '{base}:{adapter}' (placeholders: base, adapter)",
+    )
+    remote_max_concurrent: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="backend=remote: requests in flight to the server at once (it batches them; max_concurrent is "
+        "for local decoding)",
+    )
     adapter_dir: Path | None = Field(None, description="LoRA adapters, one folder each; default KGNLP_HOME/adapters")
     max_adapters: int = Field(4, ge=1, le=64, description="adapters kept loaded (LRU)")
-    max_concurrent: int = Field(1, ge=1, le=64, description="generations running at once")
+    max_concurrent: int = Field(
+        1, ge=1, le=64, description="local generations running at once (backend=remote: remote_max_concurrent)"
+    )
     max_waiting: int = Field(16, ge=0, le=10_000, description="generations allowed to wait; more get 503")
     max_batch: int = Field(
         4, ge=1, le=64, description="waiting non-streamed greedy requests decoded together (static batching)"
@@ -97,6 +116,27 @@ class ModelSettings(BaseModel):
         le=3600,
         description="wall-clock limit of one decode; past it the answer ends as it is with finish_reason 'length'",
     )
+
+    @field_validator("remote_adapter_model")
+    @classmethod
+    def _adapter_model_template(cls, v: str) -> str:
+        try:
+            name = v.format(base="b", adapter="a")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"remote_adapter_model {v!r}: only {{base}} and {{adapter}} may appear ({e})") from e
+        if "{adapter}" not in v:
+            raise ValueError(f"remote_adapter_model {v!r} must contain {{adapter}} (adapters would share one name)")
+        if not name.strip():
+            raise ValueError("remote_adapter_model must not be empty")
+        return v
+
+    @field_validator("remote_model_map")
+    @classmethod
+    def _model_map(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k, name in v.items() if not k.strip() or not name.strip()]
+        if bad:
+            raise ValueError(f"remote_model_map: empty adapter or model name for {bad}")
+        return v
 
 
 class GraphSettings(BaseModel):

@@ -29,8 +29,11 @@ class RemoteGenerator:
         model: the base model id on that server.
         api_key: sent as ``Authorization: Bearer``.
         adapters: adapter names the server serves; a request for adapter ``a`` asks for model
-            ``adapter_model.format(base=model, adapter=a)`` (vLLM's LoRA modules use ``{adapter}``).
-        adapter_model: see ``adapters``.
+            ``model_map[a]`` when the map has it, else ``adapter_model.format(base=model, adapter=a)``.
+        adapter_model: the served name of an adapter missing from ``model_map``; the default
+            ``"{adapter}"`` is the adapter's own name, as vLLM names ``--lora-modules name=path``
+            (``"{base}:{adapter}"`` gives the older ``base:adapter`` form).
+        model_map: adapter name -> the model name the server serves it under.
         timeout_s: per-request timeout (connect and read).
         max_retries: retries after the first attempt.
         backoff_s: first retry delay; doubles each time, with jitter; ``Retry-After`` wins when given.
@@ -50,7 +53,8 @@ class RemoteGenerator:
         model: str,
         api_key: str | None = None,
         adapters: Sequence[str] = (),
-        adapter_model: str = "{base}:{adapter}",
+        adapter_model: str = "{adapter}",
+        model_map: dict[str, str] | None = None,
         timeout_s: float = 60.0,
         max_retries: int = 3,
         backoff_s: float = 0.5,
@@ -63,6 +67,8 @@ class RemoteGenerator:
         self.api_key = api_key
         self._adapters = list(adapters)
         self.adapter_model = adapter_model
+        self.model_map = dict(model_map or {})
+        self._adapters += [a for a in self.model_map if a not in self._adapters]
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -83,6 +89,14 @@ class RemoteGenerator:
     def adapter_names(self) -> list[str]:
         return list(self._adapters)
 
+    def served_model(self, adapter: str | None) -> str:
+        """The ``model`` a request for ``adapter`` (None: the base model) is sent as."""
+        if not adapter:
+            return self.name
+        if adapter in self.model_map:
+            return self.model_map[adapter]
+        return self.adapter_model.format(base=self.name, adapter=adapter)
+
     def count_tokens(self, text: str) -> int:
         """Approximate (the server's tokenizer is not here): ~4 characters a token."""
         return max(1, len(text) // 4) if text else 0
@@ -101,7 +115,7 @@ class RemoteGenerator:
         if not messages:
             raise ValidationError("messages must not be empty")
         self.check_fits(messages, params)
-        model = self.adapter_model.format(base=self.name, adapter=adapter) if adapter else self.name
+        model = self.served_model(adapter)
         body: dict[str, Any] = {
             "model": model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],

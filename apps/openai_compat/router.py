@@ -38,7 +38,8 @@ CS_ADAPTER = "customer_service"
 
 
 def resolve_model(services: Any, model: str, adapter: str | None) -> tuple[str, str | None]:
-    """Split ``base[:adapter]`` and check both exist.
+    """Split ``base[:adapter]`` and check both exist; a bare adapter name is that adapter on the
+    base model (vLLM serves a LoRA module under its own name, so this server can stand in for it).
 
     Raises:
         NotFoundError: naming what is available.
@@ -47,6 +48,8 @@ def resolve_model(services: Any, model: str, adapter: str | None) -> tuple[str, 
     if generator is None:
         raise ModelUnavailableError("no generator is loaded (KGNLP_MODELS__LOAD_GENERATOR=false)")
     base, _, suffix = model.partition(":")
+    if not suffix and base != generator.name and base in generator.adapter_names():
+        base, suffix = generator.name, base
     if base != generator.name:
         raise NotFoundError(f"model {model!r} not found; available: {', '.join(_model_ids(generator))}")
     if suffix and adapter and suffix != adapter:
@@ -60,7 +63,9 @@ def resolve_model(services: Any, model: str, adapter: str | None) -> tuple[str, 
 
 
 def _model_ids(generator: Any) -> list[str]:
-    return [generator.name, *(f"{generator.name}:{a}" for a in generator.adapter_names())]
+    """The base, every ``base:adapter`` and every bare adapter name (as vLLM lists LoRA modules)."""
+    adapters = [a for a in generator.adapter_names() if a != generator.name]
+    return [generator.name, *(f"{generator.name}:{a}" for a in adapters), *adapters]
 
 
 class ModelCard(BaseModel):
@@ -77,7 +82,7 @@ class ModelList(BaseModel):
 
 @router.get("/models", response_model=ModelList)
 def list_models(services: ServicesDep) -> ModelList:
-    """The base model and every ``base:adapter`` pair this service answers with."""
+    """The base model, every ``base:adapter`` pair and every adapter by its own name."""
     created = int(services.started_at)
     ids = _model_ids(services.generator) if services.generator is not None else []
     if getattr(services, "customer_service", None) is not None:

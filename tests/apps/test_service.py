@@ -54,6 +54,8 @@ def test_models_list_is_openai_shaped(server: str) -> None:
         "smollm2-135m-instruct",
         "smollm2-135m-instruct:alpha",
         "smollm2-135m-instruct:customer_service",  # shipped, installed by `kgnlp cs setup`
+        "alpha",  # each adapter by its own name too, as vLLM lists LoRA modules
+        "customer_service",
         "customer-service",
     ]
     assert all(m["object"] == "model" for m in body["data"])
