@@ -139,7 +139,7 @@ def test_cap_sized_hostile_runs_answer_within_a_second(nogen_service: Service, f
         for _ in range(2):
             t0 = time.perf_counter()
             _call(client, field, ("benign words " * field.cap)[: field.cap])
-            budget = max(budget, 2 * (time.perf_counter() - t0))
+            budget = max(budget, 2 * (time.perf_counter() - t0) + 0.5)  # + fsync jitter of a write
         for name, text in _runs(field.cap).items():
             assert len(text) == field.cap
             t0 = time.perf_counter()
