@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +99,28 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<invalid url>"
+
+
+def add_missing_columns(
+    engine: Any, metadata: Any, columns: Mapping[str, Sequence[str]], default: str | None = None
+) -> None:
+    """``ALTER TABLE … ADD COLUMN`` what an older database lacks (``create_all`` only creates missing
+    tables): ``columns`` maps a table to the names its ``metadata`` declares; ``default`` (SQL
+    text) makes the column ``NOT NULL DEFAULT`` it, None nullable. Idempotent; a worker that loses
+    the race to another one's ALTER re-checks."""
+    from sqlalchemy import inspect, text
+
+    for table, names in columns.items():
+        for name in names:
+            if name in {c["name"] for c in inspect(engine).get_columns(table)}:
+                continue
+            column = metadata.tables[table].c[name]
+            ddl = f"ALTER TABLE {table} ADD COLUMN {name} {column.type.compile(engine.dialect)}"
+            if default is not None:
+                ddl += f" NOT NULL DEFAULT {default}"
+            try:
+                with engine.begin() as c:
+                    c.execute(text(ddl))
+            except Exception:
+                if name not in {c["name"] for c in inspect(engine).get_columns(table)}:
+                    raise

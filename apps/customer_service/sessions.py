@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Table, Text, delete, inspect, select, text
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Table, Text, delete, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 __all__ = [
@@ -113,20 +113,9 @@ _ADDED_COLUMNS = {"cs_sessions": ["owner"], "cs_handoffs": ["owner"]}
 
 
 def _add_missing_columns(engine: Any) -> None:
-    """``ALTER TABLE … ADD COLUMN`` what an older state database lacks (``create_all`` only creates
-    missing tables). Idempotent; a worker that loses the race to another one's ALTER re-checks."""
-    for table, columns in _ADDED_COLUMNS.items():
-        for name in columns:
-            if name in {c["name"] for c in inspect(engine).get_columns(table)}:
-                continue
-            column = _Base.metadata.tables[table].c[name]
-            ddl = f"ALTER TABLE {table} ADD COLUMN {name} {column.type.compile(engine.dialect)} NOT NULL DEFAULT ''"
-            try:
-                with engine.begin() as c:
-                    c.execute(text(ddl))
-            except Exception:
-                if name not in {c["name"] for c in inspect(engine).get_columns(table)}:
-                    raise
+    from apps.db import add_missing_columns
+
+    add_missing_columns(engine, _Base.metadata, _ADDED_COLUMNS, "''")
 
 
 class SessionStore:

@@ -33,14 +33,12 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from apps.db import insert_or_ignore, open_engine
+from apps.db import add_missing_columns, insert_or_ignore, open_engine
 from kgnlp.errors import NotFoundError, StoreError
 
 __all__ = ["AlertRow", "Delivery", "EventRecord", "IngestResult", "SentimentStore", "TimelineBucket"]
@@ -526,19 +524,7 @@ _ADDED_COLUMNS = {"sentiment_webhook_deliveries": ["claimed_by"]}
 
 
 def _add_missing_columns(engine: Any) -> None:
-    """``ALTER TABLE … ADD COLUMN`` (nullable) what an older database lacks; idempotent, race-tolerant."""
-    for table, columns in _ADDED_COLUMNS.items():
-        for name in columns:
-            if name in {c["name"] for c in inspect(engine).get_columns(table)}:
-                continue
-            column = _meta.tables[table].c[name]
-            ddl = f"ALTER TABLE {table} ADD COLUMN {name} {column.type.compile(engine.dialect)}"
-            try:
-                with engine.begin() as c:
-                    c.execute(text(ddl))
-            except Exception:
-                if name not in {c["name"] for c in inspect(engine).get_columns(table)}:
-                    raise
+    add_missing_columns(engine, _meta, _ADDED_COLUMNS, None)
 
 
 def _event_row(r: EventRecord, now: float) -> dict[str, Any]:
