@@ -311,6 +311,11 @@ class SentimentSettings(BaseModel):
     webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key for X-Kgnlp-Signature")
     webhook_max_attempts: int = Field(6, ge=1, le=50)
     webhook_backoff_s: float = Field(2.0, gt=0, le=3600, description="first retry delay; doubles per attempt")
+    webhook_lease_s: float = Field(
+        60.0, ge=5, le=86_400,
+        description="how long a delivery claimed by one worker or replica stays its own before another may retry "
+        "it; must cover one delivery attempt's timeout (5 s)",
+    )  # fmt: skip
 
     @field_validator("rules")
     @classmethod

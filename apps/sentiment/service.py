@@ -212,7 +212,7 @@ def build_service(settings: Settings, embedder: Any, graphs: Any, classifier: An
         secret = cfg.webhook_secret.get_secret_value() if cfg.webhook_secret else None
         dispatcher = WebhookDispatcher(
             store, cfg.webhook_urls, secret, max_attempts=cfg.webhook_max_attempts, backoff_s=cfg.webhook_backoff_s,
-            mask=mask,
+            mask=mask, lease_s=cfg.webhook_lease_s,
         ).start()  # fmt: skip
     explainer = AlertExplainer(store, directory, baseline_s=24 * cfg.bucket_s, mask=mask)
     monitor = AlertMonitor(

@@ -132,3 +132,34 @@ def test_old_delivery_table_gains_claim_column(tmp_path: Path) -> None:
         assert s.claim_deliveries("other", time.time(), 60) == []
     finally:
         s.close()
+
+
+def test_webhook_lease_setting_reaches_the_dispatcher(tmp_path: Path) -> None:
+    from apps.sentiment.service import build_service
+    from apps.settings import load_settings
+
+    settings = load_settings(
+        home=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'state.sqlite'}",
+        sentiment={"webhook_urls": ["http://127.0.0.1:9/hook"], "webhook_lease_s": 17.5},
+    )
+    assert load_settings(home=tmp_path).sentiment.webhook_lease_s == 60.0  # the default
+    service = build_service(settings, embedder=None, graphs=None, classifier=None)  # the models load lazily
+    try:
+        assert service.dispatcher is not None and service.dispatcher.lease_s == 17.5
+    finally:
+        service.close()
+
+
+def test_webhook_lease_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    from apps.settings import load_settings
+    from kgnlp.errors import ConfigurationError
+
+    monkeypatch.setenv("KGNLP_SENTIMENT__WEBHOOK_LEASE_S", "0")
+    with pytest.raises(ConfigurationError, match=r"KGNLP_SENTIMENT__WEBHOOK_LEASE_S='0'.*greater than or equal to 5"):
+        load_settings()
+    monkeypatch.setenv("KGNLP_SENTIMENT__WEBHOOK_LEASE_S", "4.9")
+    with pytest.raises(ConfigurationError, match="WEBHOOK_LEASE_S"):
+        load_settings()
+    monkeypatch.setenv("KGNLP_SENTIMENT__WEBHOOK_LEASE_S", "5")
+    assert load_settings().sentiment.webhook_lease_s == 5.0
