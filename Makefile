@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-PYTEST_MARKERS ?= not slow and not neo4j and not gpu and not postgres
+PYTEST_MARKERS ?= not slow and not neo4j and not gpu and not postgres and not redis
 
 .PHONY: help setup models demo serve test test-postgres test-browser test-slow lint format lock clean
 
@@ -53,10 +53,11 @@ serve: demo
 test: demo
 	$(BIN)/python -m pytest -m "$(PYTEST_MARKERS)"
 
-# Needs KGNLP_TEST_POSTGRES_URL (.ci/run starts a throw-away server with .ci/postgres.sh, after
-# `make test` has built the demo; the tests provision any model they miss themselves).
+# The `postgres` and `redis` tests: they need KGNLP_TEST_POSTGRES_URL and KGNLP_TEST_REDIS_URL
+# (.ci/run starts throw-away servers with .ci/postgres.sh and .ci/redis.sh, after `make test` has
+# built the demo; the tests provision any model they miss themselves). Without one, its tests skip.
 test-postgres: setup
-	$(BIN)/python -m pytest -m "postgres and not slow"
+	$(BIN)/python -m pytest -m "(postgres or redis) and not slow"
 
 # The /chat page in a headless Chromium (`bash .ci/browser.sh` installs it; CI runs this).
 test-browser: demo
