@@ -26,6 +26,7 @@ from starlette.types import Scope, Send
 
 from kgnlp.errors import (
     ConfigurationError,
+    ConflictError,
     KgnlpError,
     ModelUnavailableError,
     NotFoundError,
@@ -39,6 +40,7 @@ log = logging.getLogger("kgnlp.api")
 
 _STATUS: list[tuple[type[KgnlpError], int, str]] = [
     (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
     (ValidationError, 422, "invalid_request_error"),
     (OverloadedError, 503, "overloaded"),
     (ModelUnavailableError, 503, "model_unavailable"),

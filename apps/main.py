@@ -42,18 +42,22 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         owned = services is None
         app.state.services = services or await anyio.to_thread.run_sync(build_services, settings)
         log.info("kgnlp ready: %s", {k: c.status for k, c in app.state.services.components.items()})
-        retention = None
+        tasks = []
+        if settings.server.reload_poll_s > 0:  # corpora and adapters changed by other workers and replicas
+            from apps.propagation import propagation
+
+            tasks.append(asyncio.create_task(propagation(app.state.services).run()))
         if settings.retention.enabled:  # deletes what is past the retention settings, now and every interval
             from apps.retention import run_periodically
 
-            retention = asyncio.create_task(run_periodically(app.state.services, settings.retention))
+            tasks.append(asyncio.create_task(run_periodically(app.state.services, settings.retention)))
         try:
             yield
         finally:
-            if retention is not None:
-                retention.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await retention
+                    await task
             if owned:
                 app.state.services.close()
 

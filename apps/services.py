@@ -37,6 +37,7 @@ class Services:
     sentiment: Any = None  # apps.sentiment.service.SentimentService
     recommend: Any = None  # apps.recommend.service.RecommendService
     components: dict[str, Component] = field(default_factory=dict)
+    propagation: Any = None  # apps.propagation.Propagation: changes made by other workers and replicas
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -275,11 +276,13 @@ def open_graph_registry(settings: Settings, embedder: Any = None) -> Any:
     linker_options = {}
     if embedder is not None:
         linker_options["embedder"] = lambda texts: embedder.encode(texts, normalize_embeddings=True)
-    read_only = settings.graph.read_only if settings.graph.read_only is not None else settings.server.workers > 1
+    auto = settings.graph.read_only is None
+    read_only = settings.server.workers > 1 if auto else bool(settings.graph.read_only)
     return GraphRegistry(
         settings.graphs_dir,
         backend=settings.graph.backend,
         read_only=read_only,
+        share_writer=auto,  # a second replica on one home reads while the first one writes
         neo4j={k: v for k, v in neo4j.items() if v is not None} if settings.graph.backend == "neo4j" else None,
         linker_options=linker_options,
     )

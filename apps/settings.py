@@ -40,6 +40,11 @@ class ServerSettings(BaseModel):
     workers: int = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(2_000_000, ge=1024, description="larger request bodies get 413")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: CORS off")
+    reload_poll_s: float = Field(
+        1.0, ge=0, le=3600,
+        description="how often each worker checks KGNLP_HOME for corpora and adapters changed by another worker "
+        "or replica (0: never)",
+    )  # fmt: skip
 
     @property
     def is_loopback(self) -> bool:
@@ -150,7 +155,9 @@ class GraphSettings(BaseModel):
     neo4j_password: SecretStr = SecretStr("")
     neo4j_database: str | None = None
     read_only: bool | None = Field(
-        None, description="open embedded graphs read-only; default: only when serving with several workers"
+        None,
+        description="open embedded graphs read-only; default: when serving with several workers, or when another "
+        "process (a second replica on the same KGNLP_HOME) already holds a graph for writing",
     )
 
 

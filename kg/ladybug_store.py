@@ -42,7 +42,7 @@ from kg.store import (
 )
 from kg.text import normalize_key
 from kg.traverse import expand
-from kgnlp.errors import NotFoundError, StoreError, ValidationError
+from kgnlp.errors import ConflictError, NotFoundError, StoreError, ValidationError
 
 __all__ = ["DB_FILENAME", "LadybugStore"]
 
@@ -214,6 +214,14 @@ class LadybugStore:
         self.close()
 
     # ---------------------------------------------------------------- helpers
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ConflictError(
+                f"graph store {self.path} is open read-only in this process (ladybug lets one process write an "
+                "embedded graph: several workers, or a second process on the same KGNLP_HOME, open it read-only); "
+                "write through a single-worker service that owns it, or use Neo4j (KGNLP_GRAPH__BACKEND=neo4j)"
+            )
+
     def _q(self, query: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
         if self._conn is None:
             raise StoreError(f"graph store {self.path} is closed")
@@ -270,8 +278,7 @@ class LadybugStore:
         Returns:
             Counts of added and updated records; all zero for identical data.
         """
-        if self.read_only:
-            raise StoreError(f"graph store {self.path} is open read-only")
+        self._check_writable()
         ents: dict[str, Entity] = {}
         for e in entities:
             if validate:
@@ -452,8 +459,7 @@ class LadybugStore:
         Returns:
             Counts of added entities and relations.
         """
-        if self.read_only:
-            raise StoreError(f"graph store {self.path} is open read-only")
+        self._check_writable()
         uniq: Any = triples if assume_unique else dict.fromkeys(triples)
         if not uniq:
             return UpsertResult()
@@ -530,11 +536,27 @@ class LadybugStore:
         Args:
             entity_id: The entity id.
         """
-        if self.read_only:
-            raise StoreError(f"graph store {self.path} is open read-only")
+        self._check_writable()
         with self._lock:
             self.get(entity_id)
             self._q("MATCH (n:Entity {id: $id}) DETACH DELETE n", {"id": entity_id})
+
+    def delete_relations(self, heads: Iterable[str], type: str) -> int:
+        """Delete the ``type`` edges leaving the entities ``heads`` (absent ones are ignored).
+
+        Returns:
+            Number of edges deleted.
+        """
+        self._check_writable()
+        ids = list(dict.fromkeys(heads))
+        if not ids:
+            return 0
+        with self._lock:
+            rows = self._q(
+                "MATCH (h:Entity)-[r:REL]->(:Entity) WHERE h.id IN $ids AND r.type = $t DELETE r RETURN count(*)",
+                {"ids": ids, "t": type},
+            )
+        return int(rows[0][0]) if rows else 0
 
     # ---------------------------------------------------------------- reads
     def get(self, entity_id: str) -> Entity:

@@ -461,6 +461,22 @@ class Neo4jStore:
         if self._run_write(work) == 0:
             raise NotFoundError(f"entity {entity_id!r} not found")
 
+    def delete_relations(self, heads: Iterable[str], type: str) -> int:
+        """Delete the ``type`` edges leaving the entities ``heads``; returns how many were deleted."""
+        ids, g = list(dict.fromkeys(heads)), self.graph
+        if not ids:
+            return 0
+
+        def work(tx: Any) -> int:
+            rec = tx.run(
+                "UNWIND $ids AS x MATCH (a:KgEntity {graph: $g, id: x})-[r:KG_REL {type: $t}]->() "
+                "DELETE r RETURN count(*) AS c",
+                ids=ids, g=g, t=type,
+            ).single()  # fmt: skip
+            return int(rec["c"]) if rec else 0
+
+        return int(self._run_write(work))
+
     def drop_graph(self) -> None:
         """Delete every node and edge of this graph (batched)."""
         g = self.graph

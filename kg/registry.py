@@ -3,7 +3,8 @@
 The API keeps one ``GraphRegistry`` in ``app.state.graphs``; the CLI builds one
 per command. For the embedded backend each graph is a directory
 ``<root>/<name>/`` (ladybug allows one read-write process per database, so API
-workers that share a graph with a writer should open it ``read_only``). For Neo4j the
+workers that share a graph with a writer open it ``read_only``; a second replica on the same home
+falls back to read-only with ``share_writer``). For Neo4j the
 registry holds one driver (a connection pool) that every graph's store shares; a graph
 name is served only when the database holds it, and the schema DDL runs when a graph is
 created (``get(name, create=True)``), not on reads.
@@ -11,16 +12,18 @@ created (``get(name, create=True)``), not on reads.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from pathlib import Path
 from typing import Any, Self
 
 from kg.store import GraphStore
-from kgnlp.errors import ConfigurationError, NotFoundError, ValidationError
+from kgnlp.errors import ConfigurationError, NotFoundError, StoreError, ValidationError
 
 __all__ = ["GRAPH_NAME", "GraphRegistry"]
 
+log = logging.getLogger("kgnlp.kg")
 GRAPH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -31,6 +34,9 @@ class GraphRegistry:
         root: Folder holding one sub-folder per embedded graph.
         backend: ``"ladybug"`` or ``"neo4j"``.
         read_only: Open embedded graphs read-only (they must exist).
+        share_writer: When another process already holds an embedded graph for writing (a second
+            replica on the same ``KGNLP_HOME``), open it read-only instead of failing: this
+            process then serves reads and answers writes with a ``ConflictError``.
         neo4j: Options for the Neo4j backend (``uri``, ``user``, ``password``,
             ``database``); defaults come from ``KGNLP_NEO4J_*``.
         linker_options: Keyword arguments for every ``Linker`` (e.g. ``embedder``).
@@ -42,6 +48,7 @@ class GraphRegistry:
         *,
         backend: str = "ladybug",
         read_only: bool = False,
+        share_writer: bool = False,
         neo4j: dict[str, Any] | None = None,
         linker_options: dict[str, Any] | None = None,
     ) -> None:
@@ -50,6 +57,7 @@ class GraphRegistry:
         self.root = Path(root)
         self.backend = backend
         self.read_only = read_only
+        self.share_writer = share_writer
         self.neo4j = dict(neo4j or {})
         self.linker_options = dict(linker_options or {})
         self._stores: dict[str, GraphStore] = {}
@@ -132,7 +140,13 @@ class GraphRegistry:
                     )
                 from kg.ladybug_store import LadybugStore
 
-                store = LadybugStore.open(self.path(name), read_only=self.read_only)
+                try:
+                    store = LadybugStore.open(self.path(name), read_only=self.read_only)
+                except StoreError as e:
+                    if not (self.share_writer and "lock" in str(e).lower()):
+                        raise
+                    log.warning("graph %r is held for writing by another process: opened read-only (%s)", name, e)
+                    store = LadybugStore.open(self.path(name), read_only=True)
             else:
                 store = self._neo4j_store(name)
                 if create and not self._schema_ready:

@@ -204,6 +204,10 @@ class GraphStore(Protocol):
         """Delete an entity and its edges; raise ``NotFoundError`` when absent."""
         ...
 
+    def delete_relations(self, heads: Iterable[str], type: str) -> int:
+        """Delete the ``type`` edges leaving ``heads``; return how many were deleted."""
+        ...
+
     def stats(self) -> GraphStats:
         """Return entity/relation counts by type."""
         ...

@@ -31,6 +31,10 @@ class StoreError(KgnlpError):
     """The graph store, index or database failed."""
 
 
+class ConflictError(KgnlpError):
+    """The request cannot be done in this configuration or state (the message says what to do instead)."""
+
+
 class IngestError(ValidationError):
     """A batch could not be ingested; nothing from it was written."""
 

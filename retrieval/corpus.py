@@ -20,14 +20,16 @@ import csv
 import json
 import re
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
-from kgnlp.errors import ConfigurationError, NotFoundError, StoreError, ValidationError
+from kgnlp.errors import ConfigurationError, ConflictError, NotFoundError, StoreError, ValidationError
 from kgnlp.files import atomic_dir, recover_dir, sha256_file
 from retrieval.chunking import chunk_documents
 from retrieval.embedder import Embedder, EmbeddingCache, SentenceEmbedder
@@ -43,11 +45,14 @@ __all__ = [
     "as_embedder",
     "build_corpus",
     "corpus_dir",
+    "corpus_lock",
+    "corpus_revision",
     "link_passages",
     "load_retriever",
     "read_banking77",
     "read_bitext",
     "read_documents",
+    "unlink_passages",
     "update_corpus",
 ]
 
@@ -63,6 +68,29 @@ def corpus_dir(home: Path, name: str) -> Path:
     if not isinstance(name, str) or not CORPUS_NAME.match(name):
         raise ValidationError(f"corpus name must match {CORPUS_NAME.pattern}, got {name!r}")
     return Path(home) / "indexes" / name
+
+
+def _read_revision(path: Path) -> str | None:
+    """The ``revision`` stamped in a corpus folder's manifest (None: absent or unreadable)."""
+    try:
+        rev = json.loads((Path(path) / "manifest.json").read_text()).get("revision")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return rev if isinstance(rev, str) else None
+
+
+def corpus_revision(home: Path, name: str) -> str | None:
+    """The revision of the built corpus ``name`` now on disk: the pointer that every worker and
+    replica polls to notice that another process changed the corpus (None: not built)."""
+    return _read_revision(corpus_dir(home, name))
+
+
+def corpus_lock(home: Path, name: str, timeout_s: float = 120.0) -> FileLock:
+    """The cross-process lock that corpus updates hold: two admins on two workers or replicas (one
+    ``KGNLP_HOME``) apply their changes one after the other, so neither is lost."""
+    path = corpus_dir(home, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.parent / f".{name}.lock"), timeout=timeout_s)
 
 
 def as_embedder(model: Any, home: Path | None = None, name: str | None = None) -> Embedder:
@@ -332,7 +360,13 @@ class Corpus:
         self.manifest["documents"] = len({p.doc_id for p in self.passages.values()})
 
     def save(self, path: Path) -> None:
-        """Write the corpus to directory ``path`` atomically (readers see the old or the new one)."""
+        """Write the corpus to directory ``path`` atomically (readers see the old or the new one).
+
+        Each save stamps a fresh ``revision`` (and counts ``version`` up): the version pointer
+        other processes poll (:func:`corpus_revision`) and the check that a load was not torn.
+        """
+        self.manifest["version"] = int(self.manifest.get("version", 0)) + 1
+        self.manifest["revision"] = uuid.uuid4().hex
         with atomic_dir(Path(path)) as tmp:
             keys, mat = self.vectors
             row = {int(k): i for i, k in enumerate(keys)}
@@ -346,10 +380,29 @@ class Corpus:
             (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> Corpus:
-        """Read a corpus written by :meth:`save`."""
+    def load(cls, path: Path, *, attempts: int = 5) -> Corpus:
+        """Read a corpus written by :meth:`save`.
+
+        Another process may swap in a new version while this one reads the files one by one:
+        the manifest's revision is read before and after, and a load that straddled a swap is
+        read again (a seqlock), so the result is never a mix of two versions.
+        """
         path = Path(path)
         recover_dir(path)  # a build killed mid-swap (non-Linux) leaves the previous copy beside it
+        for _ in range(attempts):
+            before = _read_revision(path)
+            try:
+                corpus = cls._load_files(path)
+            except StoreError:
+                if _read_revision(path) != before:
+                    continue  # a file went away under us: a new version is in place, read that one
+                raise
+            if before is None or (corpus.manifest.get("revision") == before == _read_revision(path)):
+                return corpus
+        raise StoreError(f"corpus index {path} kept changing while it was read ({attempts} attempts)")
+
+    @classmethod
+    def _load_files(cls, path: Path) -> Corpus:
         if not (path / "manifest.json").exists():
             raise NotFoundError(f"no corpus index at {path}")
         try:
@@ -362,8 +415,11 @@ class Corpus:
         if len(passages) != len(mat):
             raise StoreError(f"corpus index {path}: {len(passages)} passages but {len(mat)} vectors")
         keys = np.array([p.key for p in passages], dtype=np.int64)
-        dense = FaissIndex.load(path / "dense")
-        lexical = BM25Index.load(path / "bm25")
+        try:
+            dense = FaissIndex.load(path / "dense")
+            lexical = BM25Index.load(path / "bm25")
+        except (OSError, NotFoundError) as e:  # swapped away mid-read: the seqlock reads again
+            raise StoreError(f"corpus index {path} is unreadable: {e}") from e
         return cls(manifest["name"], {p.key: p for p in passages}, (keys, mat), dense, lexical, manifest)
 
     def retriever(
@@ -510,32 +566,71 @@ def update_corpus(
 ) -> dict[str, Any]:
     """Add (or replace, by id) and delete documents of a built corpus, then save it atomically.
 
-    New passages are linked to the graph of the same name (``MENTIONS`` edges) like a full
-    build does. Readers of the old index keep working; a crash leaves the old or the new one.
+    Runs under the corpus's cross-process lock (:func:`corpus_lock`), so concurrent updates from
+    several workers or replicas apply one after the other. When a graph of the same name exists,
+    the graph changes in the same operation: the passages that leave (deleted or replaced
+    documents) lose their ``Passage`` entities and ``MENTIONS`` edges, and new passages are linked
+    (``MENTIONS`` edges) like a full build does. The graph is written before the index is saved:
+    a crash in between leaves a passage the graph does not expand to, never deleted text in the
+    graph. Readers of the old index keep working; a crash leaves the old or the new one.
 
     Returns:
-        ``{"corpus", "added_passages", "deleted_passages", "documents", "passages", "mentions"}``.
+        ``{"corpus", "added_passages", "deleted_passages", "documents", "passages", "mentions",
+        "unlinked_passages"}``.
 
     Raises:
         NotFoundError: the corpus is not built.
+        ConflictError: the corpus has a graph that this process opened read-only.
     """
     path = corpus_dir(home, name)
-    if not (path / "manifest.json").exists():
-        raise NotFoundError(f"corpus {name!r} is not built (kgnlp index build --corpus {name})")
-    corpus = Corpus.load(path)
-    emb = as_embedder(embedder, home, name=corpus.manifest.get("model") or None)
-    deleted = corpus.delete_documents(delete)
-    before = set(corpus.passages)
-    added = corpus.add_documents(list(add), emb) if add else 0
-    mentions = 0
-    if added and graphs is not None and graphs.exists(name):
-        new = [p for k, p in corpus.passages.items() if k not in before]
-        mentions = link_passages(new, graphs.get(name), graphs.linker(name), source=f"admin update of {name}")
-        graphs.refresh(name)
-    corpus.manifest["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    corpus.save(path)
+    with corpus_lock(home, name):
+        if not (path / "manifest.json").exists():
+            raise NotFoundError(f"corpus {name!r} is not built (kgnlp index build --corpus {name})")
+        store = graphs.get(name) if graphs is not None and graphs.exists(name) else None
+        if store is not None and getattr(store, "read_only", False):
+            raise ConflictError(
+                f"corpus {name!r} is linked to graph {name!r}, which this process opened read-only (several "
+                "workers, or another process holds the embedded graph for writing); update the corpus through "
+                "a single-worker service that owns the graph, or use Neo4j (KGNLP_GRAPH__BACKEND=neo4j)"
+            )
+        corpus = Corpus.load(path)
+        emb = as_embedder(embedder, home, name=corpus.manifest.get("model") or None)
+        leaving = set(delete) | {d.id for d in add}
+        gone = [p for p in corpus.passages.values() if p.doc_id in leaving]
+        deleted = corpus.delete_documents(delete)
+        added = corpus.add_documents(list(add), emb) if add else 0
+        mentions = unlinked = 0
+        if store is not None:
+            unlinked = unlink_passages(gone, store)
+            added_ids = {d.id for d in add}  # (a replaced document's passages may reuse freed keys)
+            new = [p for p in corpus.passages.values() if p.doc_id in added_ids]
+            if new:
+                mentions = link_passages(new, store, graphs.linker(name), source=f"admin update of {name}")
+            graphs.refresh(name)
+        corpus.manifest["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        corpus.save(path)
     return {"corpus": name, "added_passages": added, "deleted_passages": deleted, "mentions": mentions,
-            "documents": corpus.manifest["documents"], "passages": corpus.manifest["passages"]}  # fmt: skip
+            "unlinked_passages": unlinked, "documents": corpus.manifest["documents"],
+            "passages": corpus.manifest["passages"]}  # fmt: skip
+
+
+def unlink_passages(passages: Iterable[Passage], store: Any) -> int:
+    """Take passages that leave a corpus out of its graph: their ``Passage`` entities (with the
+    text they carry) are deleted, and entities the graph had anyway (the retail graph's documents)
+    lose only their ``MENTIONS`` edges.
+
+    Returns:
+        Number of passages that were in the graph.
+    """
+    ids = list(dict.fromkeys(p.id for p in passages))
+    if not ids:
+        return 0
+    present = store.get_many(ids)
+    own = [i for i, e in present.items() if e.type == "Passage"]
+    for entity_id in own:
+        store.delete_entity(entity_id)
+    store.delete_relations([i for i in present if i not in own], "MENTIONS")
+    return len(present)
 
 
 def graph_context_for(name: str, store: Any, linker: Any, embedder: Embedder) -> GraphContext:

@@ -10,7 +10,8 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from apps.deps import GeneratorDep
+from apps.deps import GeneratorDep, ServicesDep
+from apps.propagation import propagation, with_generator_lock
 
 __all__ = ["router"]
 
@@ -55,41 +56,39 @@ def list_adapters(generator: GeneratorDep) -> AdapterState:
 
 
 @router.post("", response_model=AdapterState, status_code=201)
-async def load_adapter(body: LoadAdapter, generator: GeneratorDep) -> AdapterState:
-    """Register and load an adapter from a folder on the server (replaces one of the same name)."""
+async def load_adapter(body: LoadAdapter, services: ServicesDep) -> AdapterState:
+    """Load an adapter from a folder on the server (replacing one of the same name), then publish it
+    to the shared adapter folder: every worker and replica loads it within a poll, and the next
+    start finds it. A broken adapter is refused (422) and nothing is published."""
+    generator = services.generator
     adapters = _local_adapters(generator)
-    lock = getattr(generator, "_lock", None)
+    changes = propagation(services)
 
     def load() -> None:
-        # loading mutates the shared model: wait for the decode in progress, if any
-        if lock is None:
-            adapters.load(body.name, Path(body.path))
-            return
-        with lock:
-            adapters.load(body.name, Path(body.path))
+        with_generator_lock(generator, lambda: adapters.load(body.name, Path(body.path)))
+        published = changes.publish_adapter(body.name, Path(body.path))
+        with_generator_lock(generator, lambda: adapters.register(body.name, published))
 
     await run_in_threadpool(load)
     return _state(generator)
 
 
 @router.delete("/{name}", response_model=AdapterState)
-async def unload_adapter(generator: GeneratorDep, name: Annotated[str, PathParam(pattern=NAME)]) -> AdapterState:
-    """Unload and unregister an adapter."""
+async def unload_adapter(services: ServicesDep, name: Annotated[str, PathParam(pattern=NAME)]) -> AdapterState:
+    """Unload and unregister an adapter, here and (within a poll) on every worker and replica."""
     from kgnlp.errors import NotFoundError
 
+    generator = services.generator
     adapters = _local_adapters(generator)
     if name not in adapters.available():
         raise NotFoundError(
             f"adapter {name!r} is not registered; available: {', '.join(adapters.available()) or 'none'}"
         )
-    lock = getattr(generator, "_lock", None)
+    changes = propagation(services)
 
     def forget() -> None:
-        if lock is None:
-            adapters.forget(name)
-            return
-        with lock:
-            adapters.forget(name)
+        changes.withdraw_adapter(name)
+        with_generator_lock(generator, lambda: adapters.forget(name))
 
     await run_in_threadpool(forget)
     return _state(generator)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter
@@ -11,6 +10,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from apps.deps import ServicesDep
+from apps.propagation import propagation
 from kgnlp.errors import ModelUnavailableError, NotFoundError
 
 __all__ = ["router"]
@@ -18,8 +18,6 @@ __all__ = ["router"]
 router = APIRouter(prefix="/admin/corpora", tags=["admin"])
 NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 DOC_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,255}$"
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
 
 
 class DocumentIn(BaseModel):
@@ -42,34 +40,21 @@ class CorpusUpdate(BaseModel):
     added_passages: int
     deleted_passages: int
     mentions: int = Field(description="MENTIONS edges written to the corpus's graph")
+    unlinked_passages: int = Field(0, description="passages of deleted or replaced documents taken out of the graph")
     documents: int
     passages: int
 
 
-def _lock(name: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault(name, threading.Lock())
-
-
 def _apply(services: Any, name: str, **change: Any) -> CorpusUpdate:
-    from retrieval.corpus import load_retriever, update_corpus
-    from retrieval.retriever import RetrieverConfig
+    from retrieval.corpus import update_corpus
 
     if services.embedder is None:
         raise ModelUnavailableError("no embedder is loaded (KGNLP_MODELS__LOAD_EMBEDDER=false)")
     if name not in services.retrievers:
         raise NotFoundError(f"corpus {name!r} is not loaded by this service (KGNLP_RETRIEVAL__CORPORA)")
-    settings = services.settings
-    with _lock(name):
-        result = update_corpus(name, settings.home, services.embedder, graphs=services.graphs, **change)
-        config = RetrieverConfig(fusion=settings.retrieval.fusion, token_budget=settings.retrieval.token_budget)
-        old = services.retrievers[name]
-        new = load_retriever(name, settings.home, services.embedder, services.graphs, config)
-        new.warm()  # before the swap: requests keep the old, warm one meanwhile
-        services.retrievers[name] = new  # one reference swap: requests in flight finish on the old one
-        cs = services.customer_service
-        if cs is not None and cs.retriever is old:
-            cs.retriever = new
+    # under the corpus's cross-process lock; other workers and replicas swap it in within a poll
+    result = update_corpus(name, services.settings.home, services.embedder, graphs=services.graphs, **change)
+    propagation(services).reload_corpus(name)  # this process answers from the new version at once
     return CorpusUpdate(**result)
 
 

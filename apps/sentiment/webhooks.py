@@ -111,6 +111,8 @@ class WebhookDispatcher:
             an alert stored before masking was turned on is masked on its way out too.
         lease_s: how long a claimed delivery stays this dispatcher's (it must cover one attempt's
             ``timeout_s``); when the claimer dies, another dispatcher takes the delivery after that.
+        idle_poll_s: how often an idle dispatcher reads the queue: deliveries that another process
+            queued, or whose claimer died, are noticed within this.
 
     Every worker and replica (and ``kgnlp sentiment replay``) may run one over the same database:
     a dispatcher claims due deliveries atomically (:meth:`SentimentStore.claim_deliveries`), so each
@@ -128,6 +130,7 @@ class WebhookDispatcher:
         timeout_s: float = 5.0,
         mask: Callable[[str], str] | None = None,
         lease_s: float = 60.0,
+        idle_poll_s: float = 5.0,
     ) -> None:
         self.store = store
         self.urls = list(urls)
@@ -138,6 +141,7 @@ class WebhookDispatcher:
         self.timeout_s = timeout_s
         self.mask = mask
         self.lease_s = max(lease_s, timeout_s + 1)
+        self.idle_poll_s = idle_poll_s
         self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -225,6 +229,6 @@ class WebhookDispatcher:
             except Exception:  # keep the sender alive; the rows stay pending
                 log.exception("webhook sender failed; retrying")
                 nxt = time.time() + self.backoff_s
-            wait = None if nxt is None else max(0.0, nxt - time.time())
-            self._wake.wait(timeout=wait if wait is not None else 60.0)
+            wait = self.idle_poll_s if nxt is None else min(self.idle_poll_s, max(0.0, nxt - time.time()))
+            self._wake.wait(timeout=wait)
             self._wake.clear()
