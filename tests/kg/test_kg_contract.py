@@ -132,6 +132,16 @@ def test_delete_entity_removes_edges(loaded: GraphStore) -> None:
         loaded.delete_entity("s:semis")
 
 
+def test_delete_relations_removes_one_type_leaving_the_given_heads(loaded: GraphStore) -> None:
+    before = sorted(loaded.iter_triples())
+    n = loaded.delete_relations(["c:nvda", "c:amd", "nope"], "IN_SUB_INDUSTRY")
+    kept = [t for t in before if not (t[0] in ("c:nvda", "c:amd") and t[1] == "IN_SUB_INDUSTRY")]
+    assert sorted(loaded.iter_triples()) == kept
+    assert n == len(before) - len(kept) == 2
+    assert loaded.get("c:nvda").name  # the entities stay
+    assert loaded.delete_relations([], "PEER_OF") == 0 and loaded.delete_relations(["c:nvda"], "NOPE") == 0
+
+
 def test_stats(loaded: GraphStore) -> None:
     st = loaded.stats()
     assert (st.entities, st.relations) == (6, 6)
