@@ -124,7 +124,7 @@ class AlertExplainer:
         bn, bneg = base
         if n < self.min_volume:
             return None
-        p0 = max(self.min_rate, bneg / bn) if bn else self.min_rate
+        p0 = min(1 - self.min_rate, max(self.min_rate, bneg / bn)) if bn else self.min_rate  # as the rules do
         return (neg / n - p0) / math.sqrt(p0 * (1 - p0) / n)
 
     def _moves(self, scope: str, keys: list[str], start: int, end: int) -> dict[str, bool | None]:

@@ -100,7 +100,8 @@ class _BaselineRule(_RuleBase):
         if n < self.min_baseline or n == 0:
             return None
         neg = sum(b.negative for b in past) + self.prior_rate * self.prior_weight
-        return max(self.min_rate, neg / n)
+        # floored (a quiet history) and capped (an all-negative one): the binomial error stays > 0
+        return min(1 - self.min_rate, max(self.min_rate, neg / n))
 
 
 class ZScoreRule(_BaselineRule):

@@ -213,3 +213,11 @@ def test_stored_texts_are_masked_when_configured(tmp_path: Path) -> None:
     svc.ingest([EventIn("m1", "$AAA plunge, call me at +44 20 7946 0958 or jo@example.com", T0)])
     (row,) = svc.store.driving_texts("company", "company:AAA", 0, 2**40)
     assert "jo@example.com" not in row["text"] and "[EMAIL]" in row["text"] and "[PHONE]" in row["text"]
+
+
+def test_explainer_with_an_all_negative_baseline_judges_instead_of_dividing_by_zero() -> None:
+    from apps.sentiment.explain import AlertExplainer
+
+    explainer = AlertExplainer(None, None, 3600)  # type: ignore[arg-type]  # only its arithmetic is used
+    z = explainer._z((4, 4), (10, 10))  # all negative now and before: no movement
+    assert z is not None and z < explainer.z

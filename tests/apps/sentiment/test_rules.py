@@ -44,6 +44,14 @@ def test_zscore_floors_a_quiet_baseline() -> None:
     assert r[2].breach is False
 
 
+@pytest.mark.parametrize("rule", [ZScoreRule(name="z", window=2, min_volume=2, min_baseline=4),
+                                  EwmaRule(name="e", window=2, min_volume=2, min_baseline=4)])  # fmt: skip
+def test_an_all_negative_baseline_is_capped_not_a_division_by_zero(rule: ZScoreRule | EwmaRule) -> None:
+    # every text of the history is negative (a crash, or a feed of bad news): p0 = 1 had sigma = 0
+    r = rule.readings(series([(5, 5), (5, 5), (5, 5)]))
+    assert r[2].breach is False and math.isfinite(r[2].value)
+
+
 def test_ewma_control_limit() -> None:
     rule = EwmaRule(name="e", lam=0.5, width=2.0, window=2, min_volume=1, min_baseline=10, min_rate=0.05)
     r = rule.readings(series([(10, 2), (10, 2), (10, 8), (0, 0), (10, 8)]))
