@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from kgnlp.errors import StoreError
 
-__all__ = ["insert_or_ignore", "open_engine", "private_sqlite_file", "safe_url"]
+__all__ = ["create_tables", "insert_or_ignore", "open_engine", "private_sqlite_file", "safe_url"]
 
 
 def open_engine(url: str, metadata: MetaData, what: str) -> Engine:
@@ -40,10 +40,31 @@ def open_engine(url: str, metadata: MetaData, what: str) -> Engine:
                 cur.execute("PRAGMA busy_timeout=10000")
                 cur.close()
 
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
     except Exception as e:  # sqlalchemy raises many kinds; all mean "store unavailable"
         raise StoreError(f"cannot open {what} {safe_url(url)}: {e}") from e
     return engine
+
+
+def create_tables(metadata: MetaData, engine: Engine, attempts: int = 3) -> None:
+    """``metadata.create_all`` that tolerates another process creating the same tables at once.
+
+    Two workers or replicas starting together on a new database both see a table missing and
+    both create it; the loser's ``CREATE TABLE`` fails ("already exists", or PostgreSQL's unique
+    violation on its catalogue). Checking again then finds the table, so the call is retried.
+    """
+    import time
+
+    from sqlalchemy.exc import DatabaseError
+
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except DatabaseError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def private_sqlite_file(url: str) -> None:

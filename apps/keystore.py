@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import Column, Float, MetaData, String, Table, Text, inspect, select, update
 from sqlalchemy.engine import Engine
 
-from apps.db import insert_or_ignore, open_engine, safe_url
+from apps.db import create_tables, insert_or_ignore, open_engine, safe_url
 from kgnlp.errors import NotFoundError, StoreError, ValidationError
 
 __all__ = ["ApiKey", "KeyStore", "Scope", "parse_scopes"]
@@ -161,7 +161,7 @@ class KeyStore:
             engine = open_engine(self.url, MetaData(), "key store")  # engine only; the table below
             try:
                 existed = inspect(engine).has_table(api_keys.name)
-                _meta.create_all(engine)
+                create_tables(_meta, engine)
                 if not existed:
                     self._import_legacy(engine)
             except StoreError:

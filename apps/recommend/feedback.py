@@ -71,7 +71,7 @@ class FeedbackStore:
 
     def open(self) -> FeedbackStore:
         """Connect and create the table (SQLite in WAL mode)."""
-        from apps.db import private_sqlite_file
+        from apps.db import create_tables, private_sqlite_file
 
         try:
             private_sqlite_file(self.url)  # the state database: owner-only (it shares the file with sessions)
@@ -85,7 +85,7 @@ class FeedbackStore:
                     cur.execute("PRAGMA synchronous=NORMAL")
                     cur.close()
 
-            _Base.metadata.create_all(self._engine)
+            create_tables(_Base.metadata, self._engine)
         except Exception as e:  # sqlalchemy raises many kinds; all mean "store unavailable"
             raise StoreError(f"cannot open the feedback store: {e}") from e
         return self

@@ -108,3 +108,22 @@ def test_concurrent_upserts_of_one_alert_episode_store_it_once(db_url: str) -> N
         assert len(store.list_alerts()) == 3
     finally:
         store.close()
+
+
+def test_stores_opened_at_once_on_a_new_database_all_open(db_url: str) -> None:
+    """Workers and replicas starting together each create the tables they miss: none fails."""
+    from apps.keystore import KeyStore
+
+    opened: list[object] = []
+
+    def open_all(i: int) -> None:
+        stores = [SentimentStore(db_url).open(), SessionStore(db_url).open()]
+        keys = KeyStore(db_url)
+        keys.has_keys()
+        opened.append(i)
+        keys.close()
+        for s in stores:
+            s.close()
+
+    assert _all_at_once(open_all) == []
+    assert sorted(opened) == list(range(THREADS))  # type: ignore[type-var]
