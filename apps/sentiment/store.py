@@ -373,9 +373,12 @@ class SentimentStore:
                 raise StoreError(f"alert episode {alert.rule}/{alert.scope}/{alert.key}@{alert.started} vanished")
             stored = _alert(row._mapping)
             change = "alert.resolved" if stored.status == "open" and alert.status == "resolved" else None
+            # a resolved episode is final: an evaluation on an older view of the events (another
+            # worker or replica, committing late) must not reopen it, or it would resolve twice
+            final = stored.status == "resolved"
             values: dict[str, Any] = {
-                "status": alert.status,
-                "resolved": alert.resolved,
+                "status": stored.status if final else alert.status,
+                "resolved": stored.resolved if final else alert.resolved,
                 "peak": max(stored.peak, alert.peak),
                 "breach_buckets": alert.breach_buckets,
                 "updated": now,

@@ -127,3 +127,22 @@ def test_stores_opened_at_once_on_a_new_database_all_open(db_url: str) -> None:
 
     assert _all_at_once(open_all) == []
     assert sorted(opened) == list(range(THREADS))  # type: ignore[type-var]
+
+
+def test_a_stale_evaluation_does_not_reopen_a_resolved_alert(db_url: str) -> None:
+    """Two replicas evaluate one episode on different views of the events: the one that saw it
+    resolve reports it once; the late one, still seeing it open, neither reopens it nor lets the
+    next evaluation resolve it a second time."""
+    store = SentimentStore(db_url).open()
+
+    def alert(status: str) -> AlertRow:
+        resolved = 7200 if status == "resolved" else None
+        return AlertRow("", "neg_share", "company", "co:AAPL", status, 0, 0, resolved, 0.6, 0.5, 1, {})
+
+    try:
+        changes = [store.upsert_alert(alert(s))[1] for s in ("open", "resolved", "open", "resolved")]
+        assert changes == ["alert.fired", "alert.resolved", None, None]
+        (stored,) = store.list_alerts()
+        assert stored.status == "resolved" and stored.resolved == 7200
+    finally:
+        store.close()
