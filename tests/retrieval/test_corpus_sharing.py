@@ -126,7 +126,9 @@ def test_a_read_only_graph_refuses_the_update_before_changing_anything(tmp_path:
     home, graphs = _home(tmp_path, embedder, graph=True)
     graphs.close()
     before = corpus_revision(home, "docs")
-    with GraphRegistry(home / "graphs", read_only=True) as readers:
-        with pytest.raises(ConflictError, match="read-only.*Neo4j"):
-            update_corpus("docs", home, embedder, add=[Document("d9", "Acme Bank news.")], graphs=readers)
+    with (
+        GraphRegistry(home / "graphs", read_only=True) as readers,
+        pytest.raises(ConflictError, match=r"read-only.*Neo4j"),
+    ):
+        update_corpus("docs", home, embedder, add=[Document("d9", "Acme Bank news.")], graphs=readers)
     assert corpus_revision(home, "docs") == before
