@@ -305,7 +305,15 @@ class SentimentSettings(BaseModel):
     graph: str = Field("finance", description="graph whose companies are linked and whose peers explain alerts")
     batch_size: int = Field(64, ge=1, le=1024, description="texts per classifier forward pass")
     topics_file: Path | None = Field(None, description="topics YAML; default data/finance/topics.yaml")
-    topic_threshold: float = Field(0.36, ge=0, le=1, description="min cosine similarity for a topic")
+    topic_tagger: Literal["head", "similarity"] = Field(
+        "head",
+        description="head: fitted on hand-labelled texts over the classifier's own sentence vector + keywords "
+        "(one encoder pass); similarity: MiniLM similarity to the topics' descriptions (a second pass)",
+    )
+    topic_labels: Path | None = Field(
+        None, description="labelled texts the topic head is fitted on; default data/finance/topics_labelled.jsonl"
+    )
+    topic_threshold: float = Field(0.36, ge=0, le=1, description="min cosine similarity for a topic (similarity)")
     max_topics: int = Field(3, ge=1, le=20)
     bucket_s: int = Field(3600, ge=60, le=7 * 86_400, description="alert and timeline bucket width in seconds")
     lookback_buckets: int = Field(24 * 8, ge=4, le=10_000, description="history one alert evaluation reads")

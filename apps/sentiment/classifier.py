@@ -126,21 +126,31 @@ class _Member:
 
     def log_proba(self, texts: Sequence[str]) -> np.ndarray:
         """``(n, 3)`` log-probabilities; texts are length-sorted and padded per batch."""
+        return self.run(texts, vectors=False)[0]
+
+    def run(self, texts: Sequence[str], vectors: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Log-probabilities and, from the same forward pass, each text's sentence vector (the
+        L2-normalised mean of the last layer over its tokens; ``(n, hidden)``, or None)."""
         import numpy as np
 
         torch = self._torch
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), len(LABELS)), dtype=np.float64)
+        vecs = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32) if vectors else None
         with torch.inference_mode():
             for s in range(0, len(order), self.batch_size):
                 idx = order[s : s + self.batch_size]
                 enc = self.tokenizer(
                     [texts[i] for i in idx], truncation=True, max_length=self.max_len, padding=True, return_tensors="pt"
                 )
-                logits = self.model(**enc).logits.float()
-                lp = torch.log_softmax(logits, -1).double().numpy()
+                result = self.model(**enc, output_hidden_states=vectors)
+                lp = torch.log_softmax(result.logits.float(), -1).double().numpy()
                 out[np.ix_(idx, self.order)] = lp
-        return out
+                if vecs is not None:
+                    mask = enc["attention_mask"].unsqueeze(-1).float()
+                    mean = (result.hidden_states[-1].float() * mask).sum(1) / mask.sum(1).clamp(min=1)
+                    vecs[idx] = torch.nn.functional.normalize(mean, dim=-1).numpy()
+        return out, vecs
 
 
 class RegisteredClassifier:
@@ -189,24 +199,45 @@ class RegisteredClassifier:
         mix = sum(wi * np.exp(m.log_proba(texts)) for wi, m in zip(w, members, strict=True))
         return np.log(np.clip(mix, 1e-12, None))
 
+    def _calibrated(self, log_proba: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        z = log_proba / self.temperature
+        z -= z.max(1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(1, keepdims=True)
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Calibrated probabilities ``softmax(log p / T)``, ``(n, 3)`` in ``LABELS`` order."""
         import numpy as np
 
         if not texts:
             return np.zeros((0, len(LABELS)))
-        z = self.log_proba(texts) / self.temperature
-        z -= z.max(1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(1, keepdims=True)
+        return self._calibrated(self.log_proba(texts))
 
     def predict(self, texts: Sequence[str]) -> list[SentimentPrediction]:
         """Calibrated predictions in input order."""
-        proba = self.predict_proba(list(texts))
-        return [
-            SentimentPrediction(LABELS[int(p.argmax())], {lab: float(v) for lab, v in zip(LABELS, p, strict=True)})
-            for p in proba
-        ]
+        return _predictions(self.predict_proba(list(texts)))
+
+    def predict_with_vectors(self, texts: Sequence[str]) -> tuple[list[SentimentPrediction], np.ndarray]:
+        """Predictions and the first member's sentence vectors, from one forward pass per text (the
+        topic head reads the vectors: a text's topics cost no second encoder)."""
+        import numpy as np
+
+        members = self.load()._members
+        assert members is not None
+        texts = list(texts)
+        if not texts:
+            return [], np.zeros((0, members[0].model.config.hidden_size), dtype=np.float32)
+        if len(members) == 1:
+            log_proba, vecs = members[0].run(texts)
+        else:
+            w = np.asarray(self._weights) / sum(self._weights)
+            runs = [m.run(texts, vectors=i == 0) for i, m in enumerate(members)]
+            mix = sum(wi * np.exp(lp) for wi, (lp, _) in zip(w, runs, strict=True))
+            log_proba, vecs = np.log(np.clip(mix, 1e-12, None)), runs[0][1]
+        assert vecs is not None
+        return _predictions(self._calibrated(log_proba)), vecs
 
     def info(self) -> dict[str, Any]:
         """Kind, version (name), created, data, metrics, calibration and size."""
@@ -216,13 +247,22 @@ class RegisteredClassifier:
             "kind": m.get("kind"),
             "version": self.name,
             "created": m.get("created"),
+            "recipe": m.get("recipe") or m.get("extra", {}).get("recipe"),
             "trained_on": m.get("data"),
+            "licence": m.get("licence"),
             "metrics": m.get("metrics", {}),
             "calibration": m.get("calibration", {}),
             "members": len(self._weights),
             "quantize": "int8-dynamic" if self.quantize else "none",
             "size": {"disk_bytes": disk, "params": m.get("params")},
         }
+
+
+def _predictions(proba: np.ndarray) -> list[SentimentPrediction]:
+    return [
+        SentimentPrediction(LABELS[int(p.argmax())], {lab: float(v) for lab, v in zip(LABELS, p, strict=True)})
+        for p in proba
+    ]
 
 
 def load_registered(folder: Path, batch_size: int = 64) -> RegisteredClassifier:

@@ -17,6 +17,7 @@ from apps.sentiment.schemas import (
     BucketOut,
     EventsRequest,
     EventsResponse,
+    ModelOut,
     TimelineOut,
 )
 from apps.sentiment.service import EventIn, SentimentService
@@ -45,6 +46,12 @@ def analyze(body: AnalyzeRequest, svc: SentimentDep) -> AnalyzeResponse:
     """Label 1–256 texts (negative/neutral/positive with calibrated probabilities), with topics and companies."""
     results = svc.analyze(body.texts)
     return AnalyzeResponse.model_validate({"model": svc.classifier.name, "results": [r.__dict__ for r in results]})
+
+
+@router.get("/sentiment/model", response_model=ModelOut)
+def model_info(svc: SentimentDep) -> ModelOut:
+    """The served model's provenance: training data, licence, held-out metrics, calibration, size, topics."""
+    return ModelOut.model_validate({**svc.classifier.info(), "topics": svc.topics_info()})
 
 
 @router.post("/sentiment/events", response_model=EventsResponse)

@@ -15,6 +15,7 @@ __all__ = [
     "EventItem",
     "EventsRequest",
     "EventsResponse",
+    "ModelOut",
     "TextResult",
     "TimelineOut",
 ]
@@ -49,6 +50,23 @@ class TextResult(BaseModel):
 class AnalyzeResponse(BaseModel):
     model: str
     results: list[TextResult]
+
+
+class ModelOut(BaseModel):
+    """What the served sentiment model is and where it comes from."""
+
+    version: str = Field(description="the registered model's name")
+    kind: str | None = None
+    created: str | None = None
+    recipe: str | None = Field(None, description="how it was built (e.g. the shipped adapter, or a training recipe)")
+    trained_on: Any = Field(None, description="training data, as recorded at registration")
+    licence: str | None = Field(None, description="the licence the training data puts on the model")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="held-out scores recorded at registration")
+    calibration: dict[str, Any] = Field(default_factory=dict)
+    quantize: str
+    members: int
+    size: dict[str, Any] = Field(default_factory=dict)
+    topics: dict[str, Any] = Field(default_factory=dict, description="the topic tagger: method, names and its fit")
 
 
 class EventItem(BaseModel):

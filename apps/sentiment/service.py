@@ -95,13 +95,23 @@ class SentimentService:
 
     def analyze(self, texts: Sequence[str]) -> list[Analysis]:
         """Label, probabilities, topics and linked companies of each text, in input order."""
-        preds = self.classifier.predict(list(texts))
-        topics = self.tagger.tag(list(texts))
-        mentions = self.link(list(texts)) if self.link is not None else [[] for _ in texts]
+        texts = list(texts)
+        if getattr(self.tagger, "needs_vectors", False):  # the topic head reads the classifier's own pass
+            preds, vectors = self.classifier.predict_with_vectors(texts)
+        else:
+            preds, vectors = self.classifier.predict(texts), None
+        topics = self.tagger.tag(texts, vectors=vectors)
+        mentions = self.link(texts) if self.link is not None else [[] for _ in texts]
         return [
             Analysis(p.label, dict(p.probabilities), t, self._companies(ms, p.label))
             for ms, p, t in zip(mentions, preds, topics, strict=True)
         ]
+
+    def topics_info(self) -> dict[str, Any]:
+        """The topic tagger: its method, topic names and (a fitted head) how it was fitted."""
+        if getattr(self.tagger, "needs_vectors", False):
+            return {"method": "head", "names": list(self.tagger.names), **self.tagger.report}
+        return {"method": "similarity", "names": list(self.tagger.names), "threshold": self.tagger.threshold}
 
     def _companies(self, mentions: list[Any], label: str) -> list[dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -192,12 +202,17 @@ def build_service(settings: Settings, embedder: Any, graphs: Any, classifier: An
     from apps.sentiment.webhooks import WebhookDispatcher
 
     cfg: SentimentSettings = settings.sentiment
-    tagger = TopicTagger(
-        load_topics(cfg.topics_file),
-        lambda texts: embedder.encode(texts, normalize_embeddings=True, batch_size=cfg.batch_size),
-        threshold=cfg.topic_threshold,
-        max_topics=cfg.max_topics,
-    )
+    topics = load_topics(cfg.topics_file)
+    tagger: Any = None
+    if cfg.topic_tagger == "head":
+        tagger = fit_topic_head(topics, classifier, cfg)
+    if tagger is None:
+        tagger = TopicTagger(
+            topics,
+            lambda texts: embedder.encode(texts, normalize_embeddings=True, batch_size=cfg.batch_size),
+            threshold=cfg.topic_threshold,
+            max_topics=cfg.max_topics,
+        )
     directory, link = CompanyDirectory({}), None
     if graphs is not None:
         try:
@@ -229,6 +244,28 @@ def build_service(settings: Settings, embedder: Any, graphs: Any, classifier: An
     return service
 
 
+def fit_topic_head(topics: Sequence[Any], classifier: Any, cfg: SentimentSettings) -> Any:
+    """The topic head fitted on the labelled texts' train/tune parts over ``classifier``'s sentence
+    vectors (about a second), or None (with a warning) when there are no labels to fit on."""
+    from apps.sentiment.topic_head import DEFAULT_LABELS, FIT_SPLITS, KeywordMatcher, TopicHead, load_labelled
+
+    path = cfg.topic_labels or DEFAULT_LABELS
+    if not hasattr(classifier, "predict_with_vectors") or not path.is_file():
+        log.warning("topics by similarity: no labelled topics at %s (or the classifier gives no vectors)", path)
+        return None
+    names = [t.name for t in topics]
+    rows = [r for r in load_labelled(path, names) if r.split in FIT_SPLITS]
+    t0 = time.perf_counter()
+    _, vectors = classifier.predict_with_vectors([r.text for r in rows])
+    head = TopicHead.fit(
+        names, KeywordMatcher([t.keywords for t in topics]), [r.text for r in rows], vectors,
+        [r.topics for r in rows], max_topics=cfg.max_topics,
+    )  # fmt: skip
+    head.report.update(labels=str(path), fit_s=round(time.perf_counter() - t0, 2))
+    log.info("topic head: %s", head.report)
+    return head
+
+
 def load(settings: Settings, services: Any) -> Component:
     """Build the sentiment service onto ``services.sentiment`` (``not_configured`` without a model)."""
     from apps.sentiment.classifier import load_latest
@@ -248,6 +285,7 @@ def load(settings: Settings, services: Any) -> Component:
         {
             "classifier": classifier.info(),
             "topics": s.tagger.names,
+            "topic_tagger": {k: v for k, v in s.topics_info().items() if k != "names"},
             "companies": len(s.directory),
             "rules": [r.name for r in settings.sentiment.rules],
             "webhooks": len(settings.sentiment.webhook_urls),

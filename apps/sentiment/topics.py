@@ -19,19 +19,23 @@ Encode = Callable[[list[str]], np.ndarray]  # texts -> (n, d) L2-normalised rows
 
 @dataclass(frozen=True)
 class Topic:
-    """A topic: its name, a one-line description and a few example phrasings."""
+    """A topic: its name, a one-line description, a few example phrasings and keyword patterns."""
 
     name: str
     description: str
     examples: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()  # case-insensitive regular expressions
 
 
 def load_topics(path: Path | None = None) -> list[Topic]:
-    """Read a topics YAML file (``name: {description, examples}``).
+    """Read a topics YAML file (``name: {description, examples, keywords}``).
 
     Raises:
-        ConfigurationError: the file is missing or malformed (the message names the topic).
+        ConfigurationError: the file is missing or malformed, or a keyword is not a valid regular
+            expression (the message names the topic).
     """
+    import re
+
     import yaml
 
     path = path or DEFAULT_TOPICS
@@ -48,7 +52,17 @@ def load_topics(path: Path | None = None) -> list[Topic]:
         examples = spec.get("examples") or []
         if not isinstance(examples, list) or not all(isinstance(x, str) for x in examples):
             raise ConfigurationError(f"topic {name!r} in {path}: 'examples' must be a list of strings")
-        topics.append(Topic(str(name), spec["description"], tuple(examples)))
+        keywords = spec.get("keywords") or []
+        if not isinstance(keywords, list) or not all(isinstance(x, str) and x for x in keywords):
+            raise ConfigurationError(f"topic {name!r} in {path}: 'keywords' must be a list of non-empty strings")
+        for k in keywords:
+            try:
+                re.compile(k)
+            except re.error as e:
+                raise ConfigurationError(
+                    f"topic {name!r} in {path}: keyword {k!r} is not a regular expression: {e}"
+                ) from e
+        topics.append(Topic(str(name), spec["description"], tuple(examples), tuple(keywords)))
     return topics
 
 
@@ -65,6 +79,8 @@ class TopicTagger:
         threshold: minimum cosine similarity.
         max_topics: cap on topics per text.
     """
+
+    needs_vectors = False  # encodes texts itself
 
     def __init__(self, topics: Sequence[Topic], encode: Encode, threshold: float = 0.36, max_topics: int = 3) -> None:
         if not topics:
@@ -102,8 +118,10 @@ class TopicTagger:
             out[:, j] = sims[:, owner == j].max(axis=1)
         return out
 
-    def tag(self, texts: Sequence[str], scores: np.ndarray | None = None) -> list[list[str]]:
-        """Topics of each text, best first."""
+    def tag(
+        self, texts: Sequence[str], scores: np.ndarray | None = None, vectors: np.ndarray | None = None
+    ) -> list[list[str]]:
+        """Topics of each text, best first (``vectors``, another encoder's, are not used here)."""
         s = self.scores(texts) if scores is None else scores
         result = []
         for row in s:

@@ -25,6 +25,34 @@ def test_ready_reports_the_sentiment_model(client: httpx.Client) -> None:
     assert comp["companies"] > 400 and "earnings" in comp["topics"] and comp["classifier"]
 
 
+def test_model_route_gives_the_served_models_provenance(client: httpx.Client) -> None:
+    body = client.get("/sentiment/model").json()
+    ready = client.get("/health/ready").json()["components"]["sentiment"]
+    assert body["version"] == ready["classifier"]["version"]
+    assert body["trained_on"] and body["metrics"] and body["quantize"] == "int8-dynamic"
+    topics = body["topics"]
+    assert topics["method"] == "head" and "earnings" in topics["names"]
+    assert topics["fitted_on"] >= 210 and 0 < topics["cv_micro_f1"] <= 1
+    assert ready["topic_tagger"]["method"] == "head"
+
+
+def test_plain_headlines_get_their_topics(client: httpx.Client) -> None:
+    texts = [
+        "Boeing shares plunge after new FAA probe",
+        "Apple declares quarterly dividend and a $90 billion share buyback",
+        "Goldman Sachs downgrades Tesla to sell, cuts price target to $150",
+        "Fed raises interest rates as inflation stays high",
+        "Microsoft agrees to acquire Activision Blizzard for $69 billion",
+    ]
+    results = client.post("/sentiment", json={"texts": texts}).json()["results"]
+    topics = [r["topics"] for r in results]
+    assert "dividends_buybacks" not in topics[0] and "legal_regulatory" in topics[0], topics
+    assert "dividends_buybacks" in topics[1], topics
+    assert "analyst_rating" in topics[2], topics
+    assert "macro" in topics[3], topics
+    assert "mergers_acquisitions" in topics[4], topics
+
+
 def test_analyze_labels_topics_and_companies_in_input_order(client: httpx.Client) -> None:
     texts = [
         "Apple reports record quarterly revenue and raises its dividend",

@@ -8,6 +8,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from apps.sentiment.classifier import LABELS, load_latest, models_dir, registered_models
@@ -154,6 +155,12 @@ def test_train_register_load_predict_end_to_end(tmp_path: Path, embedder_path: P
     for a, b in zip(preds, rev[::-1], strict=True):
         assert a.label == b.label
         assert all(math.isclose(a.probabilities[k], b.probabilities[k], abs_tol=1e-5) for k in LABELS)
+    same, vectors = clf.predict_with_vectors(texts)  # one pass: the same predictions + sentence vectors
+    assert [p.label for p in same] == [p.label for p in preds]
+    assert vectors.shape == (3, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    _, rev_vectors = clf.predict_with_vectors(texts[::-1])
+    assert np.allclose(rev_vectors[::-1], vectors, atol=1e-5)  # returned in input order
+    assert clf.predict_with_vectors([])[1].shape == (0, 384)
     info = clf.info()
     assert info["kind"] == "tiny" and info["version"] == first.name and info["size"]["disk_bytes"] > 1e6
     assert "accuracy" in info["metrics"]["test"]

@@ -1,0 +1,118 @@
+"""The learned topic head: keyword patterns, fitting with cross-validated choices, the shipped labels."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from apps.sentiment.topic_head import (
+    DEFAULT_LABELS,
+    FIT_SPLITS,
+    KeywordMatcher,
+    TopicHead,
+    _top,
+    load_labelled,
+    micro_f1,
+)
+from apps.sentiment.topics import load_topics
+from kgnlp.errors import ConfigurationError
+
+NAMES = ["earnings", "dividends_buybacks", "macro"]
+
+
+def _synthetic(n: int, seed: int = 0) -> tuple[list[str], np.ndarray, list[list[str]]]:
+    """Texts whose topic shows in a vector direction (earnings, macro) or only in a keyword (dividends)."""
+    rng = np.random.default_rng(seed)
+    texts, vecs, gold = [], [], []
+    for i in range(n):
+        topics = [t for t, on in zip(NAMES, rng.random(3) < 0.35, strict=True) if on]
+        v = rng.normal(0, 0.3, 8)
+        v[0] += 2.0 if "earnings" in topics else 0.0
+        v[1] += 2.0 if "macro" in topics else 0.0
+        texts.append(f"text {i}" + (" declares a dividend" if "dividends_buybacks" in topics else ""))
+        vecs.append(v / np.linalg.norm(v))
+        gold.append(topics)
+    return texts, np.asarray(vecs, dtype=np.float32), gold
+
+
+def test_keywords_match_case_insensitively_per_topic() -> None:
+    m = KeywordMatcher([[r"\beps\b", "earnings"], [r"dividend", r"buy[- ]?backs?"], []])
+    hits = m.hits(["Q3 EPS beats", "Board approves BUYBACK", "nothing here", "Earnings and a dividend"])
+    assert hits.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 0], [1, 1, 0]]
+
+
+def test_shipped_keywords_stay_linear_on_cap_sized_hostile_text() -> None:
+    topics = load_topics()
+    m = KeywordMatcher([t.keywords for t in topics])
+    hostile = ["a." * 2500, " " * 5000, "{{" * 2500, "ceo " * 1250, "$1," * 1666, "names " * 833]
+    t0 = time.perf_counter()
+    m.hits(hostile)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_fit_learns_vector_and_keyword_topics_and_generalises() -> None:
+    texts, vecs, gold = _synthetic(240)
+    m = KeywordMatcher([[], ["dividend"], []])
+    head = TopicHead.fit(NAMES, m, texts[:160], vecs[:160], gold[:160], max_topics=3)
+    pred = head.tag(texts[160:], vecs[160:])
+    y = np.array([[n in g for n in NAMES] for g in gold[160:]])
+    p = np.array([[n in g for n in NAMES] for g in pred])
+    assert micro_f1(p, y) > 0.9
+    assert head.report["fitted_on"] == 160 and head.report["C"] in (1.0, 3.0, 10.0)
+    assert 0.2 <= head.threshold <= 0.9 and head.report["cv_micro_f1"] > 0.9
+
+
+def test_tag_orders_by_probability_and_caps_topics() -> None:
+    texts, vecs, gold = _synthetic(120)
+    head = TopicHead.fit(NAMES, KeywordMatcher([[], ["dividend"], []]), texts, vecs, gold, max_topics=1)
+    assert all(len(t) <= 1 for t in head.tag(texts, vecs))
+    proba = np.array([[0.9, 0.8, 0.1], [0.3, 0.95, 0.96]])
+    assert _top(proba, 0.5, 1).tolist() == [[True, False, False], [False, False, True]]
+    assert _top(proba, 0.5, 3).tolist() == [[True, True, False], [False, True, True]]
+
+
+def test_tag_without_vectors_is_refused() -> None:
+    texts, vecs, gold = _synthetic(40)
+    head = TopicHead.fit(NAMES, KeywordMatcher([[], [], []]), texts, vecs, gold)
+    with pytest.raises(ValueError, match="sentence vectors"):
+        head.tag(texts)
+
+
+def test_a_topic_absent_from_the_labels_is_never_tagged() -> None:
+    texts, vecs, gold = _synthetic(60)
+    gold = [[t for t in g if t != "macro"] for g in gold]
+    head = TopicHead.fit(NAMES, KeywordMatcher([[], [], []]), texts, vecs, gold)
+    assert not any("macro" in t for t in head.tag(texts, vecs))
+
+
+def test_labels_file_errors_name_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "labels.jsonl"
+    bad.write_text(json.dumps({"text": "x", "topics": ["weather"], "split": "tune"}) + "\n")
+    with pytest.raises(ConfigurationError, match=r"labels.jsonl:1: unknown topics \['weather'\]"):
+        load_labelled(bad, NAMES)
+    bad.write_text("{not json\n")
+    with pytest.raises(ConfigurationError, match=r"labels\.jsonl:1"):
+        load_labelled(bad, NAMES)
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        load_labelled(tmp_path / "missing.jsonl", NAMES)
+
+
+def test_a_bad_keyword_pattern_is_a_configuration_error(tmp_path: Path) -> None:
+    path = tmp_path / "topics.yaml"
+    path.write_text("earnings:\n  description: results\n  keywords: ['(unclosed']\n")
+    with pytest.raises(ConfigurationError, match=r"'earnings'.*not a regular expression"):
+        load_topics(path)
+
+
+def test_shipped_labels_load_with_fit_and_test_parts_apart() -> None:
+    names = [t.name for t in load_topics()]
+    rows = load_labelled(DEFAULT_LABELS, names)
+    fit = [r for r in rows if r.split in FIT_SPLITS]
+    test = [r for r in rows if r.split == "test"]
+    assert len(fit) >= 210 and len(test) == 210
+    assert not {r.text for r in fit} & {r.text for r in test}
+    assert {r.split for r in rows} <= {*FIT_SPLITS, "test"}
