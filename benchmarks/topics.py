@@ -1,17 +1,17 @@
-"""Topic tagging quality on the hand-labelled sample data/finance/topics_sample.jsonl.
+"""Topic tagging quality on the hand-labelled tweets ``data/finance/topics_labelled.jsonl``.
 
-The 80 headlines (written for this project, multi-label, some with no topic) are split in
-half with a fixed seed: the similarity threshold is chosen on one half (best micro-F1) and
-reported on the other, then the halves swap; the summary averages the two held-out halves.
+The served topic head (``apps/sentiment/topic_head.py``) is fitted on the ``train`` and ``tune``
+parts exactly as the service fits it (the registered classifier's sentence vectors + the keywords
+of ``topics.yaml``; C and threshold by 5-fold cross-validation on those parts) and scored once on
+``test``. The similarity tagger (MiniLM similarity to the topics' descriptions and examples) is the
+baseline: its threshold is chosen on the same fit parts.
 
-    .venv/bin/python benchmarks/topics.py [--seed 0]
+    .venv/bin/python benchmarks/topics.py [--home KGNLP_HOME] [--split test]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import sys
 from pathlib import Path
 
@@ -21,58 +21,88 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def prf(pred: list[list[str]], gold: list[list[str]]) -> tuple[float, float, float]:
-    tp = sum(len(set(p) & set(g)) for p, g in zip(pred, gold, strict=True))
-    n_pred = sum(len(p) for p in pred)
-    n_gold = sum(len(g) for g in gold)
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_gold if n_gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1
+def _matrix(topics: list[list[str]] | list[tuple[str, ...]], names: list[str]) -> np.ndarray:
+    return np.array([[n in t for n in names] for t in topics], dtype=bool)
 
 
-def main() -> None:
+def _per_topic(pred: np.ndarray, gold: np.ndarray, names: list[str]) -> None:
+    print(f"{'topic':<22} {'n':>4} {'P':>6} {'R':>6} {'F1':>6}")
+    for j, n in enumerate(names):
+        tp = float((pred[:, j] & gold[:, j]).sum())
+        p = tp / max(pred[:, j].sum(), 1)
+        r = tp / max(gold[:, j].sum(), 1)
+        f = 2 * p * r / (p + r) if p + r else 0.0
+        print(f"{n:<22} {int(gold[:, j].sum()):>4} {p:>6.3f} {r:>6.3f} {f:>6.3f}")
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--home", type=Path, help="KGNLP_HOME with a registered sentiment model")
+    ap.add_argument("--split", default="test", help="the part scored (default: test; the head never sees it)")
     ap.add_argument("--max-topics", type=int, default=3)
     args = ap.parse_args()
     from kgnlp.cpu import cpu_key
 
-    print(f"CPU: {cpu_key()}", flush=True)  # speed figures depend on it
+    print(f"CPU: {cpu_key()}", flush=True)
 
+    from apps.sentiment.classifier import load_latest
+    from apps.sentiment.topic_head import (
+        DEFAULT_LABELS,
+        FIT_SPLITS,
+        THRESHOLDS,
+        KeywordMatcher,
+        TopicHead,
+        load_labelled,
+        micro_f1,
+    )
     from apps.sentiment.topics import TopicTagger, load_topics
     from kgnlp.files import default_home
     from models.loading import load_sentence_embedder
     from models.provision import ModelCache
 
-    rows = [json.loads(x) for x in (ROOT / "data/finance/topics_sample.jsonl").read_text().splitlines() if x.strip()]
-    embedder = load_sentence_embedder(ModelCache(default_home()).ensure("all-minilm-l6-v2"))
-    tagger = TopicTagger(load_topics(), lambda t: embedder.encode(t, normalize_embeddings=True),
-                         max_topics=args.max_topics)  # fmt: skip
-    texts, gold = [r["text"] for r in rows], [r["topics"] for r in rows]
-    scores = tagger.scores(texts)
-    idx = list(range(len(rows)))
-    random.Random(args.seed).shuffle(idx)
-    halves = [idx[: len(idx) // 2], idx[len(idx) // 2 :]]
-    grid = [round(x, 2) for x in np.arange(0.25, 0.71, 0.01)]
-    held = []
-    print(f"{'tune on':>8} {'threshold':>9} {'P':>6} {'R':>6} {'F1':>6}  (held-out half)")
-    for k, (tune, test) in enumerate([(halves[0], halves[1]), (halves[1], halves[0])]):
-        best = max(grid, key=lambda t: prf(_tag(tagger, scores[tune], t), [gold[i] for i in tune])[2])
-        p, r, f = prf(_tag(tagger, scores[test], best), [gold[i] for i in test])
-        held.append((best, p, r, f))
-        print(f"{'half ' + str(k):>8} {best:>9.2f} {p:>6.3f} {r:>6.3f} {f:>6.3f}")
-    p, r, f = (float(np.mean([h[i] for h in held])) for i in (1, 2, 3))
-    overall = max(grid, key=lambda t: prf(_tag(tagger, scores, t), gold)[2])
-    print(f"threshold chosen on all {len(rows)} texts (the service default should match): {overall:.2f}")
-    print(f"command: .venv/bin/python benchmarks/topics.py --seed {args.seed}")
-    print(f"topics_P={p:.3f} topics_R={r:.3f} topics_F1={f:.3f} threshold={overall:.2f} n={len(rows)}")
+    if args.split in FIT_SPLITS:
+        raise SystemExit(f"--split {args.split} is what the head is fitted on; score on another part")
+    home = args.home or default_home()
+    topics = load_topics()
+    names = [t.name for t in topics]
+    rows = load_labelled(DEFAULT_LABELS, names)
+    fit = [r for r in rows if r.split in FIT_SPLITS]
+    held = [r for r in rows if r.split == args.split]
+    gold = _matrix([r.topics for r in held], names)
+    clf = load_latest(home)
+    print(f"sentiment model {clf.name}; fitted on {len(fit)} texts ({'+'.join(FIT_SPLITS)}), scored on {len(held)}")
 
+    _, fit_vecs = clf.predict_with_vectors([r.text for r in fit])  # type: ignore[attr-defined]
+    head = TopicHead.fit(
+        names, KeywordMatcher([t.keywords for t in topics]), [r.text for r in fit], fit_vecs,
+        [r.topics for r in fit], max_topics=args.max_topics,
+    )  # fmt: skip
+    _, held_vecs = clf.predict_with_vectors([r.text for r in held])  # type: ignore[attr-defined]
+    pred = _matrix(head.tag([r.text for r in held], held_vecs), names)
+    f1_head = micro_f1(pred, gold)
+    print(f"topic head: {head.report}")
+    _per_topic(pred, gold, names)
 
-def _tag(tagger, scores: np.ndarray, threshold: float) -> list[list[str]]:  # type: ignore[no-untyped-def]
-    tagger.threshold = threshold
-    return tagger.tag([""] * len(scores), scores=scores)
+    embedder = load_sentence_embedder(ModelCache(home).ensure("all-minilm-l6-v2"))
+    tagger = TopicTagger(topics, lambda t: embedder.encode(t, normalize_embeddings=True), max_topics=args.max_topics)
+    fit_scores, held_scores = tagger.scores([r.text for r in fit]), tagger.scores([r.text for r in held])
+    fit_gold = _matrix([r.topics for r in fit], names)
+
+    def tag_at(scores: np.ndarray, t: float) -> np.ndarray:
+        tagger.threshold = t
+        return _matrix(tagger.tag([""] * len(scores), scores=scores), names)
+
+    grid = sorted({*THRESHOLDS, *np.round(np.arange(0.25, 0.6, 0.01), 2)})
+    best_t = max(grid, key=lambda t: micro_f1(tag_at(fit_scores, t), fit_gold))
+    f1_sim = micro_f1(tag_at(held_scores, best_t), gold)
+    print(f"similarity baseline: threshold {best_t:.2f} (chosen on the fit parts) -> micro-F1 {f1_sim:.3f}")
+    print(f"command: .venv/bin/python benchmarks/topics.py --split {args.split}")
+    print(
+        f"topics_micro_f1={f1_head:.3f} topics_cv_f1={head.report['cv_micro_f1']:.3f} "
+        f"similarity_micro_f1={f1_sim:.3f} fitted_on={len(fit)} n={len(held)}"
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
