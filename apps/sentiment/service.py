@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from apps.sentiment.companies import CompanyDirectory
@@ -205,7 +206,7 @@ def build_service(settings: Settings, embedder: Any, graphs: Any, classifier: An
     topics = load_topics(cfg.topics_file)
     tagger: Any = None
     if cfg.topic_tagger == "head":
-        tagger = fit_topic_head(topics, classifier, cfg)
+        tagger = fit_topic_head(topics, classifier, cfg, settings.home)
     if tagger is None:
         tagger = TopicTagger(
             topics,
@@ -244,9 +245,17 @@ def build_service(settings: Settings, embedder: Any, graphs: Any, classifier: An
     return service
 
 
-def fit_topic_head(topics: Sequence[Any], classifier: Any, cfg: SentimentSettings) -> Any:
-    """The topic head fitted on the labelled texts' train/tune parts over ``classifier``'s sentence
-    vectors (about a second), or None (with a warning) when there are no labels to fit on."""
+def fit_topic_head(topics: Sequence[Any], classifier: Any, cfg: SentimentSettings, home: Path) -> Any:
+    """The topic head over ``classifier``'s sentence vectors, fitted on the labelled texts' train/tune
+    parts, or None (with a warning) when there are no labels to fit on.
+
+    Fitting (one encoder pass over the labels, cross-validated choices) takes seconds, so the head
+    is kept under ``KGNLP_HOME/sentiment/topic_heads/``, keyed by the classifier, the labels and the
+    topics file: a restart or another worker loads it instead.
+    """
+    import hashlib
+    import json
+
     from apps.sentiment.topic_head import DEFAULT_LABELS, FIT_SPLITS, KeywordMatcher, TopicHead, load_labelled
 
     path = cfg.topic_labels or DEFAULT_LABELS
@@ -254,14 +263,26 @@ def fit_topic_head(topics: Sequence[Any], classifier: Any, cfg: SentimentSetting
         log.warning("topics by similarity: no labelled topics at %s (or the classifier gives no vectors)", path)
         return None
     names = [t.name for t in topics]
+    matcher = KeywordMatcher([t.keywords for t in topics])
+    key = hashlib.sha256(
+        json.dumps([getattr(classifier, "name", ""), hashlib.sha256(path.read_bytes()).hexdigest(), [t.__dict__ for t in topics],
+                    cfg.max_topics, 1], default=list).encode()
+    ).hexdigest()[:20]  # fmt: skip
+    cached = Path(home) / "sentiment" / "topic_heads" / f"{key}.npz"
+    if cached.is_file():
+        try:
+            return TopicHead.load(cached, matcher, cfg.max_topics)
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("refitting the topic head: cannot read %s: %s", cached, e)
     rows = [r for r in load_labelled(path, names) if r.split in FIT_SPLITS]
     t0 = time.perf_counter()
     _, vectors = classifier.predict_with_vectors([r.text for r in rows])
     head = TopicHead.fit(
-        names, KeywordMatcher([t.keywords for t in topics]), [r.text for r in rows], vectors,
-        [r.topics for r in rows], max_topics=cfg.max_topics,
-    )  # fmt: skip
+        names, matcher, [r.text for r in rows], vectors, [r.topics for r in rows], max_topics=cfg.max_topics
+    )
     head.report.update(labels=str(path), fit_s=round(time.perf_counter() - t0, 2))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    head.save(cached)
     log.info("topic head: %s", head.report)
     return head
 

@@ -173,6 +173,32 @@ class TopicHead:
         }
         return cls(names, matcher, coef, intercept, float(t), max_topics, report)
 
+    def save(self, path: Path) -> None:
+        """Write the fitted weights (``.npz``, no pickle) atomically."""
+        import io
+
+        from kgnlp.files import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.savez(
+            buf, coef=self.coef, intercept=self.intercept, threshold=np.float64(self.threshold),
+            names=np.array(self.names), report=np.array(json.dumps(self.report)),
+        )  # fmt: skip
+        atomic_write_bytes(Path(path), buf.getvalue())
+
+    @classmethod
+    def load(cls, path: Path, matcher: KeywordMatcher, max_topics: int = 3) -> TopicHead:
+        """Read weights written by :meth:`save` (raises ``OSError``/``ValueError`` on a bad file)."""
+        with np.load(Path(path), allow_pickle=False) as z:
+            report = json.loads(str(z["report"]))
+            head = cls(
+                [str(n) for n in z["names"]], matcher, z["coef"], z["intercept"], float(z["threshold"]),
+                max_topics, report,
+            )  # fmt: skip
+        if head.coef.shape[0] != len(matcher.patterns):
+            raise ValueError(f"{path}: {head.coef.shape[0]} topics, the topics file has {len(matcher.patterns)}")
+        return head
+
     def proba(self, texts: Sequence[str], vectors: np.ndarray) -> np.ndarray:
         """``(n, topics)`` probabilities."""
         if not len(texts):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -191,3 +192,33 @@ def test_timeline_and_alert_errors(client: httpx.Client) -> None:
     assert client.get("/alerts/not-an-alert").status_code == 404
     assert client.post("/alerts/not-an-alert/ack", json={}).status_code == 404
     assert client.get("/alerts", params={"status": "weird"}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "📈📉🚀💎🙌" * 200,  # emoji only
+        "株価は決算発表後に急落した。" * 30,  # Japanese
+        "Die Aktie von Siemens steigt nach starken Quartalszahlen",  # German
+        " ".join(f"${t}" for t in ["AAPL", "MSFT", "TSLA", "NVDA", "AMZN", "GOOG", "META", "BA"] * 60)[:5000],  # cashtags
+        ("$BA " * 1250)[:5000],
+        "\u200b" * 5000,  # zero-width spaces only
+        ("benign words " * 400)[:5000],
+    ],
+    ids=["emoji", "japanese", "german", "cashtag_flood", "one_cashtag_flood", "zero_width", "cap_sized"],
+)
+def test_unusual_texts_get_labels_fast(client: httpx.Client, text: str) -> None:
+    client.post("/sentiment", json={"texts": ["warm up"]})
+    t0 = time.perf_counter()
+    r = client.post("/sentiment", json={"texts": [text] * 64})
+    seconds = time.perf_counter() - t0
+    assert r.status_code == 200, r.text[:300]
+    res = r.json()["results"]
+    assert len(res) == 64 and res[0]["label"] in ("negative", "neutral", "positive")
+    assert seconds < 2.0, f"{seconds:.2f} s for 64 copies"
+
+
+def test_whitespace_only_text_is_a_clear_422(client: httpx.Client) -> None:
+    r = client.post("/sentiment", json={"texts": ["   \n\t "]})
+    assert r.status_code == 422
+    assert "texts" in r.text

@@ -116,3 +116,46 @@ def test_shipped_labels_load_with_fit_and_test_parts_apart() -> None:
     assert len(fit) >= 210 and len(test) == 210
     assert not {r.text for r in fit} & {r.text for r in test}
     assert {r.split for r in rows} <= {*FIT_SPLITS, "test"}
+
+
+class _VectorClassifier:
+    """Stands in for the registered classifier: deterministic vectors from the text's hash."""
+
+    name = "fake-v1"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict_with_vectors(self, texts: list[str]) -> tuple[list[object], np.ndarray]:
+        self.calls += 1
+        rng = [np.random.default_rng(abs(hash(t)) % 2**32).normal(size=8) for t in texts]
+        return [None] * len(texts), np.asarray(rng, dtype=np.float32)
+
+
+def test_service_fits_the_head_once_and_reloads_it(tmp_path: Path) -> None:
+    from apps.sentiment.service import fit_topic_head
+    from apps.settings import SentimentSettings
+
+    topics = load_topics()
+    clf = _VectorClassifier()
+    first = fit_topic_head(topics, clf, SentimentSettings(), tmp_path)
+    assert clf.calls == 1 and first.report["fitted_on"] >= 210
+    again = fit_topic_head(topics, clf, SentimentSettings(), tmp_path)
+    assert clf.calls == 1  # loaded from KGNLP_HOME/sentiment/topic_heads, not refitted
+    assert np.allclose(again.coef, first.coef) and again.threshold == first.threshold
+    assert again.report == first.report
+    texts = ["Apple declares a quarterly dividend", "Fed raises rates"]
+    _, vecs = clf.predict_with_vectors(texts)
+    assert again.tag(texts, vecs) == first.tag(texts, vecs)
+    (cached,) = (tmp_path / "sentiment" / "topic_heads").glob("*.npz")
+    cached.write_bytes(b"not an npz")
+    fit_topic_head(topics, clf, SentimentSettings(), tmp_path)  # a damaged file is refitted, not fatal
+    assert clf.calls == 3
+
+
+def test_service_without_labels_falls_back_to_similarity(tmp_path: Path) -> None:
+    from apps.sentiment.service import fit_topic_head
+    from apps.settings import SentimentSettings
+
+    cfg = SentimentSettings(topic_labels=tmp_path / "absent.jsonl")
+    assert fit_topic_head(load_topics(), _VectorClassifier(), cfg, tmp_path) is None
