@@ -264,10 +264,9 @@ def fit_topic_head(topics: Sequence[Any], classifier: Any, cfg: SentimentSetting
         return None
     names = [t.name for t in topics]
     matcher = KeywordMatcher([t.keywords for t in topics])
-    key = hashlib.sha256(
-        json.dumps([getattr(classifier, "name", ""), hashlib.sha256(path.read_bytes()).hexdigest(), [t.__dict__ for t in topics],
-                    cfg.max_topics, 1], default=list).encode()
-    ).hexdigest()[:20]  # fmt: skip
+    labels_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    fingerprint = [getattr(classifier, "name", ""), labels_sha, [t.__dict__ for t in topics], cfg.max_topics, 1]
+    key = hashlib.sha256(json.dumps(fingerprint, default=list).encode()).hexdigest()[:20]
     cached = Path(home) / "sentiment" / "topic_heads" / f"{key}.npz"
     if cached.is_file():
         try:
