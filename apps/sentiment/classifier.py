@@ -93,6 +93,25 @@ def registered_models(home: Path) -> list[Path]:
     return [p for _, _, p in sorted(found)]
 
 
+BATCH_TOKENS = 2048  # padded tokens per forward pass: short texts go 64 at a time, long ones fewer
+
+
+def token_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> list[list[int]]:
+    """Split length-sorted texts into consecutive batches of at most ``max_texts`` whose padded size
+    (texts x longest) stays within ``max_tokens`` (a single longer text still gets its own batch):
+    one long text in a request no longer pads 63 short ones to its length."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for k, n in enumerate(lengths):
+        if current and (len(current) >= max_texts or (len(current) + 1) * max(n, 1) > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(k)
+    if current:
+        batches.append(current)
+    return batches
+
+
 class _Member:
     """One transformers classifier: raw label probabilities in ``LABELS`` order."""
 
@@ -122,6 +141,8 @@ class _Member:
         self.model = model
         self.max_len = max_len
         self.batch_size = batch_size
+        self.batch_tokens = BATCH_TOKENS
+        self._inputs = set(self.tokenizer.model_input_names)
         self._torch = torch
 
     def log_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -134,22 +155,25 @@ class _Member:
         import numpy as np
 
         torch = self._torch
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), len(LABELS)), dtype=np.float64)
         vecs = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32) if vectors else None
+        if not texts:
+            return out, vecs
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_len)["input_ids"]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         with torch.inference_mode():
-            for s in range(0, len(order), self.batch_size):
-                idx = order[s : s + self.batch_size]
-                enc = self.tokenizer(
-                    [texts[i] for i in idx], truncation=True, max_length=self.max_len, padding=True, return_tensors="pt"
-                )
+            for idx in token_batches([len(ids[i]) for i in order], self.batch_size, self.batch_tokens):
+                rows = [order[k] for k in idx]
+                enc = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")
+                if "token_type_ids" in self._inputs:
+                    enc["token_type_ids"] = torch.zeros_like(enc["input_ids"])
                 result = self.model(**enc, output_hidden_states=vectors)
                 lp = torch.log_softmax(result.logits.float(), -1).double().numpy()
-                out[np.ix_(idx, self.order)] = lp
+                out[np.ix_(rows, self.order)] = lp
                 if vecs is not None:
                     mask = enc["attention_mask"].unsqueeze(-1).float()
                     mean = (result.hidden_states[-1].float() * mask).sum(1) / mask.sum(1).clamp(min=1)
-                    vecs[idx] = torch.nn.functional.normalize(mean, dim=-1).numpy()
+                    vecs[rows] = torch.nn.functional.normalize(mean, dim=-1).numpy()
         return out, vecs
 
 

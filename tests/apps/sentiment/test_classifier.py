@@ -216,3 +216,16 @@ def test_prepare_splits_on_the_real_phrasebank(shared_data: Path, tmp_path: Path
     assert not set(tr[0]) & set(te[0])
     assert 0.13 < len(te[0]) / (len(tr[0]) + len(te[0]) + info.counts["val"]) < 0.17
     assert 0.35 < info.counts["test_allagree"] / info.counts["test"] < 0.6
+
+
+def test_token_batches_bound_padding_and_keep_every_text() -> None:
+    from apps.sentiment.classifier import token_batches
+
+    lengths = [5] * 70 + [40] * 10 + [128, 1500, 3000]
+    batches = token_batches(lengths, max_texts=64, max_tokens=2048)
+    assert sorted(k for b in batches for k in b) == list(range(len(lengths)))
+    assert all(len(b) <= 64 for b in batches)
+    assert all(len(b) * max(lengths[k] for k in b) <= 2048 or len(b) == 1 for b in batches)
+    assert batches[-1] == [82]  # a text longer than the budget alone
+    assert [len(b) for b in batches] == [64, 16, 1, 1, 1]  # short texts fill whole batches
+    assert token_batches([], 64, 2048) == []
