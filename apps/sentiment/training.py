@@ -520,7 +520,8 @@ def train_default(
         if existing and not force:
             log(f"sentiment model already registered: {existing[-1]} (use --force to rebuild)")
             return existing[-1]
-        if not train:
+        shipped = twitter_csv is None or Path(twitter_csv).resolve() == shipped_twitter_csv().resolve()
+        if not train and shipped:  # another CSV means: train on it
             try:
                 return build_default_from_artefact(home, artefact, embedder_path, twitter_csv, log=log)
             except NotFoundError as e:

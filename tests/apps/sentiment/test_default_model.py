@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import time
@@ -21,7 +20,14 @@ def test_artefact_is_small_safetensors_with_recorded_checksums() -> None:
     from safetensors import safe_open
 
     files = {p.name: p for p in DEFAULT_ARTEFACT.iterdir()}
-    for name in ("adapter_model.safetensors", "adapter_config.json", "config.json", "metrics.json", "README.md"):
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "config.json",
+        "metrics.json",
+        "README.md",
+        "split_rows.json",
+    ):
         assert name in files, f"{name} missing from {DEFAULT_ARTEFACT}"
     assert sum(p.stat().st_size for p in files.values()) <= MAX_BYTES
     assert not [n for n in files if n.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"))]  # no pickle
@@ -29,7 +35,9 @@ def test_artefact_is_small_safetensors_with_recorded_checksums() -> None:
     assert config["labels"] == list(LABELS) and config["max_len"] > 0
     assert config["files"]["adapter_model.safetensors"] == file_sha256(files["adapter_model.safetensors"])
     assert len(config["base_model"]["model_safetensors_sha256"]) == 64
-    assert config["split"]["seed"] == 13 and len(config["split"]["test_rows"]) == config["split"]["counts"]["test"]
+    rows = json.loads(files["split_rows.json"].read_text())
+    assert config["split"]["seed"] == 13 and len(rows["test"]) == config["split"]["counts"]["test"]
+    assert not set(rows["test"]) & set(rows["validation"])
     assert config["calibration"]["temperature"] > 0
     with safe_open(str(files["adapter_model.safetensors"]), "pt") as f:
         keys = list(f.keys())
@@ -76,20 +84,9 @@ def test_corrupted_artefact_is_a_clear_error(tmp_path: Path, embedder_path: Path
 
 
 def test_missing_artefact_falls_back_to_training(tmp_path: Path, embedder_path: Path) -> None:
-    tweets = tmp_path / "tweets.csv"
-    with open(tweets, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        for i in range(12):
-            w.writerows([[f"$X{i} falls", 0], [f"$X{i} rises", 1], [f"$X{i} holds meeting", 2]])
     lines: list[str] = []
     folder = train_default(
-        tmp_path / "home",
-        twitter_csv=tweets,
-        embedder_path=embedder_path,
-        max_steps=2,
-        artefact=tmp_path / "absent",
-        log=lines.append,
+        tmp_path / "home", embedder_path=embedder_path, max_steps=2, artefact=tmp_path / "absent", log=lines.append
     )
     assert any("missing" in line and "training" in line for line in lines), lines
     assert json.loads((folder / "manifest.json").read_text())["kind"] == "minilm-twitter"
