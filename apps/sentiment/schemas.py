@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
 
 __all__ = [
     "AckRequest",
@@ -20,7 +20,15 @@ __all__ = [
     "TimelineOut",
 ]
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=5000)]
+
+
+def _has_words(text: str) -> str:
+    if text.isspace():
+        raise ValueError("text is only whitespace; send the words to analyse")
+    return text
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=5000), AfterValidator(_has_words)]
 Label = Literal["negative", "neutral", "positive"]
 
 

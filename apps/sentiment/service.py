@@ -99,9 +99,9 @@ class SentimentService:
         texts = list(texts)
         if getattr(self.tagger, "needs_vectors", False):  # the topic head reads the classifier's own pass
             preds, vectors = self.classifier.predict_with_vectors(texts)
+            topics = self.tagger.tag(texts, vectors=vectors)
         else:
-            preds, vectors = self.classifier.predict(texts), None
-        topics = self.tagger.tag(texts, vectors=vectors)
+            preds, topics = self.classifier.predict(texts), self.tagger.tag(texts)
         mentions = self.link(texts) if self.link is not None else [[] for _ in texts]
         return [
             Analysis(p.label, dict(p.probabilities), t, self._companies(ms, p.label))

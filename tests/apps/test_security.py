@@ -89,6 +89,7 @@ EXPECTED: dict[tuple[str, str], Scope | None] = {
     ("GET", "/chat"): READ,
     ("POST", "/retrieve"): READ,
     ("POST", "/sentiment"): READ,
+    ("GET", "/sentiment/model"): READ,
     ("POST", "/sentiment/events"): WRITE,
     ("GET", "/sentiment/timeline"): READ,
     ("GET", "/alerts"): READ,

@@ -197,9 +197,9 @@ def test_train_chosen_recipes_register_models(tmp_path: Path, embedder_path: Pat
 
 @pytest.mark.slow
 def test_setup_builds_a_useful_default_model_from_shipped_data(tmp_path: Path, embedder_path: Path) -> None:
-    """``kgnlp sentiment setup`` in a fresh home: shipped tweets only, beats the majority class clearly."""
+    """``kgnlp sentiment setup --train`` in a fresh home: shipped tweets only, beats the majority class clearly."""
     t0 = time.monotonic()
-    folder = train_default(tmp_path, embedder_path=embedder_path, log=lambda s: None)
+    folder = train_default(tmp_path, embedder_path=embedder_path, log=lambda s: None, train=True)
     minutes = (time.monotonic() - t0) / 60
     man = json.loads((folder / "manifest.json").read_text())
     test = man["metrics"]["test"]
