@@ -21,7 +21,6 @@ __all__ = [
 ]
 
 
-
 def _has_words(text: str) -> str:
     if text.isspace():
         raise ValueError("text is only whitespace; send the words to analyse")
@@ -66,7 +65,10 @@ class ModelOut(BaseModel):
     version: str = Field(description="the registered model's name")
     kind: str | None = None
     created: str | None = None
-    recipe: str | None = Field(None, description="how it was built (e.g. the shipped adapter, or a training recipe)")
+    recipe: dict[str, Any] | str | None = Field(
+        None,
+        description="how it was built: the shipped adapter's recipe (method, data, steps) or a training recipe's name",
+    )
     trained_on: Any = Field(None, description="training data, as recorded at registration")
     licence: str | None = Field(None, description="the licence the training data puts on the model")
     metrics: dict[str, Any] = Field(default_factory=dict, description="held-out scores recorded at registration")

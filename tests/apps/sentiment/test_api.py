@@ -31,6 +31,7 @@ def test_model_route_gives_the_served_models_provenance(client: httpx.Client) ->
     ready = client.get("/health/ready").json()["components"]["sentiment"]
     assert body["version"] == ready["classifier"]["version"]
     assert body["trained_on"] and body["metrics"] and body["quantize"] == "int8-dynamic"
+    assert body["recipe"] and body["licence"]  # the shipped artefact's recipe is a mapping, a trained one a name
     topics = body["topics"]
     assert topics["method"] == "head" and "earnings" in topics["names"]
     assert topics["fitted_on"] >= 210 and 0 < topics["cv_micro_f1"] <= 1
