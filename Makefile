@@ -70,6 +70,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy kgnlp kg models retrieval apps
+	$(BIN)/python -m pytest -q tests/test_import_contract.py
 
 format: setup
 	$(BIN)/ruff format .

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope, Send
 
+from apps.connection import is_local_request
 from kgnlp.errors import (
     ConfigurationError,
     ConflictError,
@@ -87,8 +88,6 @@ def _auth_mode(settings: Any, scope: Scope) -> str:
     """``on`` or ``off`` for this request, as the auth middleware decides it (``local``: by the connection)."""
     mode = str(settings.auth.mode(settings.server))
     if mode == "local":
-        from apps.security import is_local_request  # apps.security imports this module
-
         return "off" if is_local_request(scope) else "on"
     return mode
 

@@ -16,7 +16,6 @@ Scopes nest: ``admin`` ⊇ ``write`` ⊇ ``read``.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from apps.connection import host_name, is_local_request, is_loopback_host
 from apps.errors import send_error
 from apps.keystore import ApiKey, KeyStore
 from apps.keystore import Scope as KeyScope
@@ -169,47 +169,6 @@ def route_path(scope: Scope) -> str:
     return path
 
 
-# A proxy in front (on the same host, so the socket is loopback) says where the request came from.
-_PROXY_HEADERS = frozenset((b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-real-ip", b"via"))
-
-
-def _loopback_address(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def host_name(scope: Scope) -> str | None:
-    """The ``Host`` header without its port (``[::1]:8000`` → ``::1``); None when absent."""
-    for name, value in scope.get("headers") or []:
-        if name == b"host":
-            host = value.decode("latin-1").strip().lower()
-            if host.startswith("["):
-                return host[1 : host.find("]")] if "]" in host else host
-            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    return None
-
-
-def is_local_request(scope: Scope) -> bool:
-    """Whether a request provably comes from this machine to a loopback socket, by a loopback name.
-
-    All four must hold: the server socket is loopback, the peer is loopback, the ``Host`` is a loopback
-    name (a DNS-rebound page sends its own name) and no proxy header says it was forwarded (a proxy on
-    the same host connects from loopback). A Unix socket counts as not local.
-    """
-    server, client = scope.get("server"), scope.get("client")
-    if not server or not client or not _loopback_address(server[0]) or not _loopback_address(client[0]):
-        return False
-    if not _loopback_address(host_name(scope)):
-        return False
-    return not any(name in _PROXY_HEADERS for name, _ in scope.get("headers") or [])
-
-
 class ApiKeyAuth:
     """Check ``Authorization: Bearer`` against the key store and the route's scope, then the rate limit.
 
@@ -289,7 +248,7 @@ class ApiKeyAuth:
                 return
         elif self.mode == "off" and "*" not in self.allowed_hosts:
             host = host_name(scope)
-            if not _loopback_address(host) and host not in self.allowed_hosts:
+            if not is_loopback_host(host) and host not in self.allowed_hosts:
                 message = (
                     f"Host {host!r} is not accepted while auth is off (a guard against DNS rebinding): "
                     "use a loopback name, list it in auth.allowed_hosts, or turn auth on"

@@ -4,6 +4,7 @@ Importing ``kg`` is cheap: backends (ladybug, neo4j), torch and the linker's
 libraries are imported only when used.
 """
 
+from kg.factory import open_store
 from kg.store import (
     Entity,
     GraphStats,
@@ -12,7 +13,6 @@ from kg.store import (
     Relation,
     Subgraph,
     UpsertResult,
-    open_store,
 )
 from kg.text import normalize_key
 

@@ -8,13 +8,12 @@ Relation types are free strings (stored as a property), so any vocabulary works.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path as FsPath
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from kgnlp.errors import ConfigurationError, ValidationError
+from kgnlp.errors import ValidationError
 
 __all__ = [
     "DEFAULT_ENTITY_TYPE",
@@ -30,7 +29,6 @@ __all__ = [
     "check_entity",
     "check_neighbor_args",
     "check_relation",
-    "open_store",
 ]
 
 DEFAULT_ENTITY_TYPE = "Entity"
@@ -279,37 +277,3 @@ def check_neighbor_args(hops: int, direction: str, limit: int) -> None:
         raise ValidationError(f"direction must be 'out', 'in' or 'both', got {direction!r}")
     if not isinstance(limit, int) or not 1 <= limit <= MAX_NEIGHBOR_LIMIT:
         raise ValidationError(f"limit must be between 1 and {MAX_NEIGHBOR_LIMIT}, got {limit!r}")
-
-
-def open_store(
-    backend: str = "ladybug",
-    path: FsPath | None = None,
-    *,
-    graph: str = "default",
-    options: Mapping[str, Any] | None = None,
-) -> GraphStore:
-    """Open a graph store by backend name.
-
-    Args:
-        backend: ``"ladybug"`` (embedded, needs ``path``) or ``"neo4j"``.
-        path: Database directory for the embedded backend.
-        graph: Graph name (the Neo4j backend namespaces nodes by it).
-        options: Backend options (``read_only`` for ladybug; ``uri``, ``user``,
-            ``password``, ``database`` for Neo4j, default from ``KGNLP_NEO4J_*``).
-
-    Returns:
-        An open store; close it with ``close()`` or use it as a context manager.
-    """
-    opts = dict(options or {})
-    if backend == "ladybug":
-        if path is None:
-            raise ConfigurationError("backend 'ladybug' needs a database path, got None")
-        from kg.ladybug_store import LadybugStore
-
-        return LadybugStore.open(path, read_only=bool(opts.get("read_only", False)))
-    if backend == "neo4j":
-        from kg.neo4j_store import Neo4jConfig, Neo4jStore
-
-        cfg = Neo4jConfig.from_env().replace(**{k: v for k, v in opts.items() if v is not None})
-        return Neo4jStore.open(cfg, graph=graph)
-    raise ConfigurationError(f"graph backend must be 'ladybug' or 'neo4j', got {backend!r}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from kgnlp.errors import ModelUnavailableError, NotFoundError, ValidationError
+from kgnlp.files import load_tensors
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,7 +25,9 @@ __all__ = [
     "build_sequence_classifier",
     "classification_metrics",
     "load_classifier",
+    "load_int8_classifier",
     "predict_file",
+    "quantize_classifier",
 ]
 
 
@@ -157,8 +160,6 @@ def load_classifier(run_dir: Path, batch_size: int = 64) -> HFClassifier:
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
     max_len = int(cfg.get("train", {}).get("max_len", 128))
     if (run_dir / "model_int8").is_dir():
-        from models.quantize import load_int8_classifier
-
         model, tokenizer = load_int8_classifier(run_dir / "model_int8")
     elif (run_dir / "model").is_dir():
         tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "model"))
@@ -236,3 +237,26 @@ def predict_file(
         tmp.unlink(missing_ok=True)
         raise
     return n
+
+
+def quantize_classifier(model: Any) -> Any:
+    """A sequence classifier with int8 dynamic Linear layers; its head stays float (``quantize_run``'s form)."""
+    from models.loading import quantize_int8_dynamic
+
+    keep = ("classifier", "score", "classifier.dense", "classifier.out_proj")
+    return quantize_int8_dynamic(model.eval(), keep_float=keep)[0]
+
+
+def load_int8_classifier(folder: Path) -> tuple[Any, Any]:
+    """Load what ``quantize_run`` saved: ``(quantized model, tokenizer)``.
+
+    Raises:
+        StoreError: ``int8_state.pt`` holds more than tensors (a pickled callable is refused, not run).
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = Path(folder)
+    config = AutoConfig.from_pretrained(str(folder))
+    model = quantize_classifier(AutoModelForSequenceClassification.from_config(config))
+    model.load_state_dict(load_tensors(folder / "int8_state.pt"))  # a state dict: tensors only, no pickled code
+    return model.eval(), AutoTokenizer.from_pretrained(str(folder))

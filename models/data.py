@@ -11,9 +11,12 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kgnlp.errors import ValidationError
+
+if TYPE_CHECKING:
+    from models.config import RunConfig
 
 __all__ = [
     "LabelledSet",
@@ -22,6 +25,7 @@ __all__ = [
     "load_chat",
     "load_labelled",
     "read_texts",
+    "run_splits",
     "stratified_split",
     "tokenize_chat",
 ]
@@ -226,3 +230,40 @@ def augment_text(text: str, kind: str, prob: float, rng: random.Random) -> str:
                 kept[i], kept[i + 1] = kept[i + 1], kept[i]
         words = kept
     return " ".join(words) or text
+
+
+def run_splits(cfg: RunConfig) -> tuple[Any, Any, Any]:
+    """A run's train/validation/test ``LabelledSet``s (or chat lists for SFT), as its config defines them.
+
+    Every tool that re-reads a run (quantize, prune, ensemble) calls this, so each sees the run's own split.
+    """
+    d = cfg.data
+    train: Any
+    val: Any
+    test: Any
+    if cfg.task == "sft":
+        train = load_chat(d.train, d.messages_field)
+        val = load_chat(d.validation, d.messages_field) if d.validation else []
+        if not val and d.val_fraction > 0 and len(train) >= 10:
+            rng = random.Random(d.split_seed)
+            idx = list(range(len(train)))
+            rng.shuffle(idx)
+            n = max(1, round(len(train) * d.val_fraction))
+            val, train = [train[i] for i in idx[:n]], [train[i] for i in idx[n:]]
+        return train[: d.max_train_rows] if d.max_train_rows else train, val, []
+    full = load_labelled(d.train, d.text_field, d.label_field)
+    val = load_labelled(d.validation, d.text_field, d.label_field) if d.validation else None
+    test = load_labelled(d.test, d.text_field, d.label_field) if d.test else None
+    fracs = [] if val else [d.val_fraction]
+    fracs += [] if test else [d.test_fraction]
+    parts = stratified_split(full.labels, fracs, d.split_seed)
+    train = full.subset(parts[0])
+    k = 1
+    if val is None:
+        val, k = full.subset(parts[k]), k + 1
+    if test is None:
+        test = full.subset(parts[k])
+    if d.max_train_rows and len(train) > d.max_train_rows:
+        keep = stratified_split(train.labels, [1 - d.max_train_rows / len(train)], d.split_seed)[0]
+        train = train.subset(keep)
+    return train, val, test

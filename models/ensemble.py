@@ -166,13 +166,13 @@ def ensemble_runs(run_dirs: Sequence[Path], out_dir: Path, method: str = "stacki
     """
     from models.classify import classification_metrics, load_classifier
     from models.config import load_config
-    from models.finetune import _splits
+    from models.data import run_splits
 
     if method not in ("mean", "weighted", "stacking"):
         raise ConfigurationError(f"method: expected mean, weighted or stacking, got {method!r}")
     members = [load_classifier(Path(r)) for r in run_dirs]
     labels = _check(members)
-    _, val, test = _splits(load_config(Path(run_dirs[0]) / "config.yaml"))
+    _, val, test = run_splits(load_config(Path(run_dirs[0]) / "config.yaml"))
     lab = {x: i for i, x in enumerate(labels)}
     yv, yt = [lab[x] for x in val.labels], [lab[x] for x in test.labels]
     pv = [m.predict_proba(val.texts) for m in members]

@@ -30,7 +30,7 @@ from typing import Any
 from kgnlp.errors import ConfigurationError
 from kgnlp.files import atomic_dir, atomic_write_json, atomic_write_text
 from models.config import RunConfig
-from models.data import read_texts
+from models.data import read_texts, run_splits
 
 __all__ = ["FGM", "finetune"]
 
@@ -165,42 +165,6 @@ def _prepare_data(cfg: RunConfig) -> None:
     hook(cfg)
     if not Path(cfg.data.train).exists():
         raise ConfigurationError(f"data.prepare: {cfg.data.prepare} did not write data.train ({cfg.data.train})")
-
-
-def _splits(cfg: RunConfig) -> tuple[Any, Any, Any]:
-    """Train/validation/test ``LabelledSet``s (or chat lists for SFT)."""
-    from models.data import load_chat, load_labelled, stratified_split
-
-    d = cfg.data
-    train: Any
-    val: Any
-    test: Any
-    if cfg.task == "sft":
-        train = load_chat(d.train, d.messages_field)
-        val = load_chat(d.validation, d.messages_field) if d.validation else []
-        if not val and d.val_fraction > 0 and len(train) >= 10:
-            rng = random.Random(d.split_seed)
-            idx = list(range(len(train)))
-            rng.shuffle(idx)
-            n = max(1, round(len(train) * d.val_fraction))
-            val, train = [train[i] for i in idx[:n]], [train[i] for i in idx[n:]]
-        return train[: d.max_train_rows] if d.max_train_rows else train, val, []
-    full = load_labelled(d.train, d.text_field, d.label_field)
-    val = load_labelled(d.validation, d.text_field, d.label_field) if d.validation else None
-    test = load_labelled(d.test, d.text_field, d.label_field) if d.test else None
-    fracs = [] if val else [d.val_fraction]
-    fracs += [] if test else [d.test_fraction]
-    parts = stratified_split(full.labels, fracs, d.split_seed)
-    train = full.subset(parts[0])
-    k = 1
-    if val is None:
-        val, k = full.subset(parts[k]), k + 1
-    if test is None:
-        test = full.subset(parts[k])
-    if d.max_train_rows and len(train) > d.max_train_rows:
-        keep = stratified_split(train.labels, [1 - d.max_train_rows / len(train)], d.split_seed)[0]
-        train = train.subset(keep)
-    return train, val, test
 
 
 def _domain_pretrain(
@@ -341,7 +305,7 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
         backbone = run_dir / "pretrained" if cfg.pretrain is not None else model_path
         dumped["resolved_model"] = str(backbone.resolve())
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(dumped, sort_keys=False))
-    train, val, test = _splits(cfg)
+    train, val, test = run_splits(cfg)
     if cfg.pretrain is not None:
         if main:
             _domain_pretrain(cfg, model_path, train, fingerprint, log)
@@ -422,8 +386,9 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
     model = apply_method(model, cfg.method, cfg.task, total_steps)
     trainable, total = count_parameters(model)
     embeddings = model.get_input_embeddings() if t.fgm_epsilon > 0 else None
-    if embeddings is not None and not embeddings.weight.requires_grad:
-        embeddings.weight.requires_grad_(True)  # FGM needs the gradient; the step below does not update it
+    frozen_embeddings = embeddings is not None and not embeddings.weight.requires_grad  # e.g. under LoRA
+    if frozen_embeddings:
+        embeddings.weight.requires_grad_(True)  # FGM needs the gradient; the loop drops it before the step
     optimizer = _optimizer(model, cfg)
     scheduler = get_scheduler(t.scheduler, optimizer, round(t.warmup_ratio * total_steps), total_steps)
     loader: Any = DataLoader(
@@ -558,6 +523,8 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
                 if fgm is not None and fgm.attack():
                     accelerator.backward(loss_of(batch))
                     fgm.restore()
+                if fgm is not None and frozen_embeddings:
+                    fgm.weight.grad = None  # it only aimed the attack: neither clipped nor stepped (AdamW skips it)
                 if accelerator.sync_gradients and t.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                 optimizer.step()

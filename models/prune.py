@@ -234,14 +234,14 @@ def prune_run(
 
         metrics = finetune(build_config(cfg), resume=False)
     else:
-        from models.finetune import _splits  # the same split as the source run
+        from models.data import run_splits  # the same split as the source run
 
         shutil.copytree(staging, out_dir / "model", dirs_exist_ok=True)
         shutil.copy(run_dir / "labels.json", out_dir / "labels.json")
         (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         from models.classify import classification_metrics
 
-        _, _, test = _splits(build_config(cfg))
+        _, _, test = run_splits(build_config(cfg))
         lab = {x: i for i, x in enumerate(clf.labels)}
         metrics = {"test": classification_metrics([lab[x] for x in test.labels], clf.predict_proba(test.texts))}
     metrics.update({"pruned_from": str(run_dir), "ffn_keep": ffn_keep, "params_before": before})

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from kgnlp.errors import NotFoundError
-from kgnlp.files import atomic_dir, atomic_write_json, load_tensors
+from kgnlp.files import atomic_dir, atomic_write_json
+from models.classify import load_int8_classifier, quantize_classifier
 
 __all__ = ["load_int8_classifier", "quantize_run", "serialized_bytes"]
 
@@ -24,28 +25,6 @@ def serialized_bytes(model: Any) -> int:
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     return buf.tell()
-
-
-def _quantize(model: Any) -> Any:
-    from models.loading import quantize_int8_dynamic
-
-    keep = ("classifier", "score", "classifier.dense", "classifier.out_proj")
-    return quantize_int8_dynamic(model.eval(), keep_float=keep)[0]
-
-
-def load_int8_classifier(folder: Path) -> tuple[Any, Any]:
-    """Load what ``quantize_run`` saved: ``(quantized model, tokenizer)``.
-
-    Raises:
-        StoreError: ``int8_state.pt`` holds more than tensors (a pickled callable is refused, not run).
-    """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-    folder = Path(folder)
-    config = AutoConfig.from_pretrained(str(folder))
-    model = _quantize(AutoModelForSequenceClassification.from_config(config))
-    model.load_state_dict(load_tensors(folder / "int8_state.pt"))  # a state dict: tensors only, no pickled code
-    return model.eval(), AutoTokenizer.from_pretrained(str(folder))
 
 
 def quantize_run(run_dir: Path, out_dir: Path) -> dict[str, Any]:
@@ -64,14 +43,14 @@ def quantize_run(run_dir: Path, out_dir: Path) -> dict[str, Any]:
 
     from models.classify import HFClassifier, classification_metrics, load_classifier
     from models.config import load_config
-    from models.finetune import _splits
+    from models.data import run_splits
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not (run_dir / "model").is_dir():
         raise NotFoundError(f"{run_dir} has no model/ (quantize a full fine-tuning or pruned run)")
     fp32 = load_classifier(run_dir)
     fp32_bytes = serialized_bytes(fp32.model)
-    q = _quantize(load_classifier(run_dir).model)
+    q = quantize_classifier(load_classifier(run_dir).model)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out_dir / "model_int8") as tmp:
         fp32.model.config.save_pretrained(str(tmp))
@@ -79,7 +58,7 @@ def quantize_run(run_dir: Path, out_dir: Path) -> dict[str, Any]:
         torch.save(q.state_dict(), tmp / "int8_state.pt")
     shutil.copy(run_dir / "labels.json", out_dir / "labels.json")
     shutil.copy(run_dir / "config.yaml", out_dir / "config.yaml")
-    _, _, test = _splits(load_config(run_dir / "config.yaml"))
+    _, _, test = run_splits(load_config(run_dir / "config.yaml"))
     lab = {x: i for i, x in enumerate(fp32.labels)}
     y = [lab[x] for x in test.labels]
     m32 = classification_metrics(y, fp32.predict_proba(test.texts))

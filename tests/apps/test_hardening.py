@@ -113,12 +113,12 @@ def test_int8_state_dict_loads_as_plain_tensors(tmp_path: Path) -> None:
     from transformers import AutoModelForSequenceClassification
 
     from kgnlp.files import load_tensors
-    from models.quantize import _quantize
+    from models.classify import quantize_classifier
 
     config = _tiny_classifier_config()
-    q = _quantize(AutoModelForSequenceClassification.from_config(config))
+    q = quantize_classifier(AutoModelForSequenceClassification.from_config(config))
     torch.save(q.state_dict(), tmp_path / "int8_state.pt")
-    fresh = _quantize(AutoModelForSequenceClassification.from_config(config))
+    fresh = quantize_classifier(AutoModelForSequenceClassification.from_config(config))
     fresh.load_state_dict(load_tensors(tmp_path / "int8_state.pt"))
     x = torch.tensor([[1, 5, 7, 2]])
     assert torch.allclose(fresh(input_ids=x).logits, q(input_ids=x).logits)
