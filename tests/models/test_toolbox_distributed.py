@@ -1,4 +1,4 @@
-"""DDP for real on CPU: 2 gloo processes under torchrun (slow suite)."""
+"""DDP for real on CPU: 2 gloo processes under torchrun (~25 s; part of `make test`)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 import torch
 
 from tests.models.test_toolbox_finetune import REPO_ROOT, tiny_bert, toy_csv
-
-pytestmark = pytest.mark.slow
 
 GRAD_SCRIPT = textwrap.dedent(
     """
