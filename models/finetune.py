@@ -387,7 +387,7 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
     trainable, total = count_parameters(model)
     embeddings = model.get_input_embeddings() if t.fgm_epsilon > 0 else None
     frozen_embeddings = embeddings is not None and not embeddings.weight.requires_grad  # e.g. under LoRA
-    if frozen_embeddings:
+    if embeddings is not None and frozen_embeddings:
         embeddings.weight.requires_grad_(True)  # FGM needs the gradient; the loop drops it before the step
     optimizer = _optimizer(model, cfg)
     scheduler = get_scheduler(t.scheduler, optimizer, round(t.warmup_ratio * total_steps), total_steps)
