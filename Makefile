@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_MARKERS ?= not slow and not neo4j and not gpu and not postgres and not redis
 
-.PHONY: help setup models demo serve test test-postgres test-browser test-slow lint format lock clean
+.PHONY: help setup models demo serve test test-postgres test-browser test-slow bench lint format lock clean
 
 help:
 	@echo "make serve  - install, provision models, build demo graphs, start the API on 127.0.0.1:8000"
@@ -65,6 +65,10 @@ test-browser: demo
 
 test-slow: demo
 	$(BIN)/python -m pytest -m slow
+
+# Every benchmark, quick profile (~15 min): artifacts/bench/REPORT.md. BENCH_ARGS=--full for the README's figures.
+bench: demo
+	$(BIN)/kgnlp bench $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

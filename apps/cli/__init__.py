@@ -64,6 +64,29 @@ def serve(
     )
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    ctx: typer.Context,
+    full: bool = typer.Option(False, "--full", help="the README's figures (hours) instead of the quick profile"),
+    only: str = typer.Option("", help="comma-separated benchmark names (see --list)"),
+    list_: bool = typer.Option(False, "--list", help="list the benchmarks"),
+) -> None:
+    """Run every benchmark (``--quick`` by default, ~15 min) and write artifacts/bench/REPORT.md + report.json.
+
+    Runs ``benchmarks/harness.py`` of this checkout: the benchmarks live beside the code, not in the package.
+    """
+    import subprocess
+    from pathlib import Path
+
+    from kgnlp.errors import NotFoundError
+
+    harness = Path(__file__).resolve().parents[2] / "benchmarks" / "harness.py"
+    if not harness.is_file():
+        raise NotFoundError(f"{harness} not found: kgnlp bench runs from a clone of the repository")
+    argv = ["--full" if full else "--quick", *(["--only", only] if only else []), *(["--list"] if list_ else [])]
+    raise typer.Exit(subprocess.call([sys.executable, str(harness), *argv, *ctx.args]))
+
+
 def main() -> None:
     """Console-script entry point: kgnlp errors become one red line and exit code 1."""
     from kgnlp.errors import KgnlpError
