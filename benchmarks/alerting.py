@@ -52,12 +52,13 @@ def load_tweets() -> list[tuple[str, str]]:
 
 
 class GoldClassifier:
-    """The dataset's own labels (isolates the alert logic from classifier errors)."""
+    """The dataset's own labels (isolates the alert logic from classifier errors); the sentence
+    vectors the topic head reads still come from the registered model (``vectors_from``)."""
 
     name = "gold-labels"
 
-    def __init__(self, labels: dict[str, str]) -> None:
-        self.labels = labels
+    def __init__(self, labels: dict[str, str], vectors_from: Any) -> None:
+        self.labels, self.vectors_from = labels, vectors_from
 
     def predict(self, texts: list[str]) -> list[Any]:
         from apps.sentiment.classifier import SentimentPrediction
@@ -68,33 +69,29 @@ class GoldClassifier:
             out.append(SentimentPrediction(lab, {k: float(k == lab) for k in ("negative", "neutral", "positive")}))
         return out
 
+    def predict_with_vectors(self, texts: list[str]) -> tuple[list[Any], Any]:
+        return self.predict(texts), self.vectors_from.predict_with_vectors(texts)[1]
+
     def info(self) -> dict[str, Any]:
         return {"kind": "gold"}
 
 
-class Memo:
-    """Caches a classifier's or tagger's answer per text, so the second replay (and every
-    injected copy of a real tweet) does not pay for the model again; results are identical."""
+class MemoAnalyses:
+    """Caches the service's analysis (label, topics, companies) per text, so the second replay (and
+    every injected copy of a real tweet) does not pay for the models again; results are identical."""
 
-    def __init__(self, inner: Any, method: str) -> None:
-        self.inner, self.method, self.cache = inner, method, {}
-        self.name = getattr(inner, "name", "memo")
-        self.names = getattr(inner, "names", [])
+    def __init__(self) -> None:
+        self.cache: dict[str, Any] = {}
 
-    def _call(self, texts: list[str]) -> list[Any]:
-        todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        if todo:
-            self.cache.update(zip(todo, getattr(self.inner, self.method)(todo), strict=True))
-        return [self.cache[t] for t in texts]
+    def wrap(self, analyze: Any) -> Any:
+        def cached(texts: Any) -> list[Any]:
+            texts = list(texts)
+            todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
+            if todo:
+                self.cache.update(zip(todo, analyze(todo), strict=True))
+            return [self.cache[t] for t in texts]
 
-    def predict(self, texts: list[str]) -> list[Any]:
-        return self._call(texts)
-
-    def tag(self, texts: list[str]) -> list[Any]:
-        return self._call(texts)
-
-    def info(self) -> dict[str, Any]:
-        return {"memo_of": self.name}
+        return cached
 
 
 def build_events(tweets: list[tuple[str, str]], args: argparse.Namespace, directory: Any, inject: bool) -> tuple:
@@ -190,10 +187,9 @@ def main() -> None:
     embedder = load_sentence_embedder(ModelCache(base.home).resolve(base.models.embedder))
     graphs = open_graph_registry(base, embedder)
     directory = CompanyDirectory.from_store(graphs.get(base.sentiment.graph))
-    classifier = load_latest(base.home) if args.labels == "model" else None
+    model = load_latest(base.home)
     presets = rule_presets(base) if args.compare else {"service default": list(base.sentiment.rules)}
-    memo_clf: Any = None
-    memo_tags: Any = None
+    memo = MemoAnalyses()
     rows = {}
     for preset, rules in presets.items():
         results = {}
@@ -202,12 +198,9 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 settings = load_settings(database_url=f"sqlite:///{Path(tmp) / 'bench.sqlite'}",
                                          sentiment={"rules": [r.model_dump() for r in rules]})  # fmt: skip
-                svc = build_service(settings, embedder, graphs, classifier or GoldClassifier(labels))
-                if classifier is not None:
-                    memo_clf = memo_clf or Memo(classifier, "predict")
-                    svc.classifier = memo_clf
-                memo_tags = memo_tags or Memo(svc.tagger, "tag")
-                svc.tagger = memo_tags
+                classifier = model if args.labels == "model" else GoldClassifier(labels, vectors_from=model)
+                svc = build_service(settings, embedder, graphs, classifier)
+                svc.analyze = memo.wrap(svc.analyze)  # type: ignore[method-assign]
                 t = time.perf_counter()
                 fired = replay(svc, events, args.batch)
                 seconds = time.perf_counter() - t

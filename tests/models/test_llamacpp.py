@@ -153,7 +153,8 @@ def test_engine_choice_is_cached_per_cpu(tmp_path: Path, model_home: Path, monke
 
     from models import engine
 
-    record = {"engine": "llama.cpp", "cpu_key": "some other CPU", "engines_installed": engine._installed()}
+    record = {"engine": "llama.cpp", "cpu_key": "some other CPU", "engines_installed": engine._installed(),
+              "method": engine.METHOD}  # fmt: skip
     (tmp_path / engine.ENGINE_FILE).write_text(json.dumps(record))
     assert engine.cached_choice(tmp_path) is None  # measured on another CPU: measure again
     record["cpu_key"] = engine.cpu_key()
@@ -162,6 +163,20 @@ def test_engine_choice_is_cached_per_cpu(tmp_path: Path, model_home: Path, monke
     record["engines_installed"] = ["torch"]  # chosen before llama.cpp was installed
     (tmp_path / engine.ENGINE_FILE).write_text(json.dumps(record))
     assert engine.cached_choice(tmp_path) is None
+    record["engines_installed"], record["method"] = engine._installed(), engine.METHOD - 1  # an older rule
+    (tmp_path / engine.ENGINE_FILE).write_text(json.dumps(record))
+    assert engine.cached_choice(tmp_path) is None
+
+
+def test_torch_is_chosen_only_when_clearly_faster() -> None:
+    """Adapters run unmerged on torch (about half speed) and merged on llama.cpp: a tie or a small
+    torch lead (the old rule chose torch at 55.8 vs 43.1 tok/s measured under load) keeps llama.cpp."""
+    from models.engine import TORCH_MARGIN, pick
+
+    assert pick({"llama.cpp": 43.1, "torch": 55.8}) == "llama.cpp"
+    assert pick({"llama.cpp": 40.0, "torch": 40.0 * TORCH_MARGIN + 0.1}) == "torch"
+    assert pick({"torch": 10.0}) == "torch"
+    assert pick({"llama.cpp": 95.0, "torch": 49.0}) == "llama.cpp"
 
 
 SYSTEM = ChatMessage("system", "You are a support assistant. Answer briefly.")
