@@ -70,7 +70,11 @@ class GoldClassifier:
         return out
 
     def predict_with_vectors(self, texts: list[str]) -> tuple[list[Any], Any]:
-        return self.predict(texts), self.vectors_from.predict_with_vectors(texts)[1]
+        """Gold labels where the replay has them (the topic head's own fit texts have none)."""
+        preds, vectors = self.vectors_from.predict_with_vectors(texts)
+        labelled = [t for t in texts if t in self.labels]
+        gold = dict(zip(labelled, self.predict(labelled), strict=True))
+        return [gold.get(t, p) for t, p in zip(texts, preds, strict=True)], vectors
 
     def info(self) -> dict[str, Any]:
         return {"kind": "gold"}
