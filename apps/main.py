@@ -11,12 +11,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from apps.errors import install_error_handlers
-from apps.middleware import BodySizeLimit, RequestId
-from apps.observability import install_observability
-from apps.security import install_security
-from apps.services import Services, build_services
-from apps.settings import Settings, load_settings
+from apps.core.errors import install_error_handlers
+from apps.core.middleware import BodySizeLimit, RequestId
+from apps.core.observability import install_observability
+from apps.core.security import install_security
+from apps.core.services import Services, build_services
+from apps.core.settings import Settings, load_settings
 from kgnlp import __version__
 
 __all__ = ["app_factory", "create_app"]
@@ -50,11 +50,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         gc.freeze()
         tasks = []
         if settings.server.reload_poll_s > 0:  # corpora and adapters changed by other workers and replicas
-            from apps.propagation import propagation
+            from apps.core.propagation import propagation
 
             tasks.append(asyncio.create_task(propagation(app.state.services).run()))
         if settings.retention.enabled:  # deletes what is past the retention settings, now and every interval
-            from apps.retention import run_periodically
+            from apps.core.retention import run_periodically
 
             tasks.append(asyncio.create_task(run_periodically(app.state.services, settings.retention)))
         try:
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
 def app_factory() -> FastAPI:
     """Entry point for ``uvicorn --factory`` (and every worker of ``kgnlp serve --workers N``)."""
-    from apps.logging_setup import configure_logging
+    from apps.core.logging_setup import configure_logging
 
     settings = load_settings()
     configure_logging(settings.observability)

@@ -176,11 +176,11 @@ def main() -> None:
 
     print(f"CPU: {cpu_key()}", flush=True)  # speed figures depend on it
 
+    from apps.core.services import open_graph_registry
+    from apps.core.settings import load_settings
     from apps.sentiment.classifier import load_latest
     from apps.sentiment.companies import CompanyDirectory
     from apps.sentiment.service import build_service
-    from apps.services import open_graph_registry
-    from apps.settings import load_settings
     from models.loading import load_sentence_embedder
     from models.provision import ModelCache
 

@@ -178,14 +178,14 @@ def main() -> None:
         print(f"skipped: {src} not found (the shared datasets are not part of a user's clone)")
         return
 
+    from apps.core.services import load_generator
+    from apps.core.settings import load_settings
     from apps.customer_service.intents import IntentClassifier
     from apps.customer_service.pipeline import CustomerServicePipeline
     from apps.customer_service.profile import CompanyProfile
     from apps.customer_service.sessions import SessionStore
     from apps.customer_service.setup import DATA_DIR, sentence_encoder
     from apps.customer_service.sft_data import split_by_intent, training_corpus
-    from apps.services import load_generator
-    from apps.settings import load_settings
     from benchmarks.cs_dialogues import build_dialogues
     from kgnlp.cpu import cpu_key
     from kgnlp.files import default_home

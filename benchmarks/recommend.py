@@ -36,11 +36,11 @@ def _latency(rec: Any, n_requests: int, home: Path) -> dict[str, float]:
     import httpx
     import numpy as np
 
+    from apps.core.services import Component, Services
+    from apps.core.settings import load_settings
     from apps.main import create_app
     from apps.recommend.feedback import FeedbackStore
     from apps.recommend.service import RecommendService
-    from apps.services import Component, Services
-    from apps.settings import load_settings
     from tests.conftest import LiveServer
 
     settings = load_settings(home=home, database_url=f"sqlite:///{home / 'state.sqlite'}")

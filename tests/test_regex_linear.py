@@ -44,7 +44,7 @@ PATTERNS = _patterns()
 
 def test_the_scan_finds_the_patterns_that_parse_request_text() -> None:
     for name in (
-        "apps.pii._EMAIL",
+        "apps.core.pii._EMAIL",
         "apps.customer_service.slots._ORDER",
         "apps.customer_service.slots._AMOUNT",
         "apps.customer_service.profile.PLACEHOLDER",

@@ -10,8 +10,8 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from apps.deps import GeneratorDep, ServicesDep
-from apps.propagation import propagation, with_generator_lock
+from apps.core.deps import GeneratorDep, ServicesDep
+from apps.core.propagation import propagation, with_generator_lock
 
 __all__ = ["router"]
 

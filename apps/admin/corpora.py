@@ -9,8 +9,8 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
-from apps.deps import ServicesDep
-from apps.propagation import propagation
+from apps.core.deps import ServicesDep
+from apps.core.propagation import propagation
 from kgnlp.errors import ModelUnavailableError, NotFoundError
 
 __all__ = ["router"]

@@ -42,13 +42,13 @@ def serve(
     """Start the API server (models load before the first request is accepted)."""
     import uvicorn
 
-    from apps.settings import load_settings
+    from apps.core.settings import load_settings
 
     # Workers re-read settings from the environment, so pass the CLI values through it.
     for key, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
         if value is not None:
             os.environ[f"KGNLP_SERVER__{key}"] = str(value)
-    from apps.logging_setup import uvicorn_log_config
+    from apps.core.logging_setup import uvicorn_log_config
 
     settings = load_settings()
     uvicorn.run(

@@ -38,8 +38,8 @@ def setup(
     typer.echo(json.dumps(train_intents(home, _embedder(home), source, force)))
     if not generator:
         return
+    from apps.core.settings import load_settings
     from apps.customer_service.adapter import install
-    from apps.settings import load_settings
     from models.catalog import CATALOG
     from models.engine import choose_engine
 
@@ -79,8 +79,8 @@ def ask(
     import asyncio
     from dataclasses import asdict
 
-    from apps.services import build_services
-    from apps.settings import load_settings
+    from apps.core.services import build_services
+    from apps.core.settings import load_settings
 
     services = build_services(load_settings(**({"home": home} if home else {})))
     try:

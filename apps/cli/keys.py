@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from apps.keystore import KeyStore
+from apps.core.keystore import KeyStore
 from kgnlp.errors import KgnlpError
 
 app = typer.Typer(help="API keys: create, list, revoke (stored hashed).", no_args_is_help=True)
@@ -37,7 +37,7 @@ def _store(home: Path | None, store: str | None) -> KeyStore:
     """``--store`` when given, else the service's own store (same settings, same database)."""
     if store:
         return KeyStore(store)
-    from apps.settings import load_settings
+    from apps.core.settings import load_settings
 
     settings = load_settings(home=home.expanduser()) if home else load_settings()
     return KeyStore.for_settings(settings)

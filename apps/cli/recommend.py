@@ -50,8 +50,8 @@ class _LazyEmbedder:
 
 
 def _feedback(home: Path) -> list[tuple[str, str, float]]:
+    from apps.core.settings import load_settings
     from apps.recommend.feedback import FeedbackStore
-    from apps.settings import load_settings
 
     store = FeedbackStore(load_settings(home=home).db_url).open()
     try:

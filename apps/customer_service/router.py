@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from apps.core.deps import ServicesDep
 from apps.customer_service.pipeline import CSAnswer, CustomerServicePipeline
 from apps.customer_service.schemas import (
     SESSION_ID,
@@ -21,7 +22,6 @@ from apps.customer_service.schemas import (
     NewSession,
 )
 from apps.customer_service.sessions import owner_of_key
-from apps.deps import ServicesDep
 from kgnlp.errors import ModelUnavailableError
 
 __all__ = ["answer_response", "caller_owner", "get_pipeline", "new_session_id", "router"]

@@ -113,7 +113,7 @@ _ADDED_COLUMNS = {"cs_sessions": ["owner"], "cs_handoffs": ["owner"]}
 
 
 def _add_missing_columns(engine: Any) -> None:
-    from apps.db import add_missing_columns
+    from apps.core.db import add_missing_columns
 
     add_missing_columns(engine, _Base.metadata, _ADDED_COLUMNS, "''")
 
@@ -125,8 +125,8 @@ class SessionStore:
         url: SQLAlchemy URL (``sqlite:///path.sqlite`` or ``postgresql+psycopg://…``).
         window: turns kept in a conversation's context.
         ttl_s: sessions idle longer than this are expired (deleted by ``expire``; ignored on read).
-        mask: applied to every stored text (turns, hand-off messages), e.g. ``apps.pii.mask_pii``;
-            with it, slots are stored masked too (``apps.pii.mask_slots``: a name or email as its
+        mask: applied to every stored text (turns, hand-off messages), e.g. ``apps.core.pii.mask_pii``;
+            with it, slots are stored masked too (``apps.core.pii.mask_slots``: a name or email as its
             placeholder, order and invoice references kept) and the turn's name and email are
             masked wherever its texts repeat them. The turn in progress works on the real values;
             later turns see only what was stored, and ``load`` leaves masked slots out (a placeholder
@@ -152,7 +152,7 @@ class SessionStore:
 
     def open(self) -> SessionStore:
         """Connect and create tables (SQLite in WAL mode with foreign keys)."""
-        from apps.db import open_engine
+        from apps.core.db import open_engine
         from kgnlp.errors import StoreError
 
         self._engine = open_engine(self.url, _Base.metadata, "session store")
@@ -168,7 +168,7 @@ class SessionStore:
 
     def _m(self, text: str, slots: dict[str, str] | None = None) -> str:
         if self.mask is not None:
-            from apps.pii import mask_known
+            from apps.core.pii import mask_known
 
             text = self.mask(mask_known(text, slots) if slots else text)
         return text if len(text) <= self.max_chars else text[: self.max_chars - 1] + "…"
@@ -176,7 +176,7 @@ class SessionStore:
     def _stored_slots(self, slots: dict[str, str]) -> dict[str, Any]:
         if self.mask is None:
             return dict(slots)
-        from apps.pii import mask_slots
+        from apps.core.pii import mask_slots
 
         return mask_slots(slots, self.mask)
 
@@ -195,7 +195,7 @@ class SessionStore:
             turns = db.scalars(
                 select(_Turn).where(_Turn.session_id == key).order_by(_Turn.id.desc()).limit(self.window)
             ).all()
-            from apps.pii import PLACEHOLDERS
+            from apps.core.pii import PLACEHOLDERS
 
             return Conversation(
                 session_id,
@@ -208,7 +208,7 @@ class SessionStore:
 
     def _insert(self, db: Session, key: str, owner: str, now: float) -> None:
         """Insert-or-keep the session row (first turns of one session in parallel all succeed)."""
-        from apps.db import insert_or_ignore
+        from apps.core.db import insert_or_ignore
 
         new_row = {"id": key, "owner": owner, "created": now, "updated": now, "slots": {}, "failures": 0}
         table = cast(Table, _Session.__table__)

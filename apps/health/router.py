@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from apps.deps import ServicesDep
-from apps.errors import caller_is_operator
+from apps.core.deps import ServicesDep
+from apps.core.errors import caller_is_operator
 
 __all__ = ["router"]
 
@@ -32,7 +32,7 @@ def ready(request: Request, services: ServicesDep) -> JSONResponse:
 
     The route is public: what each component is (model names, file paths, the remote generator's
     URL, hints) goes only to the operator, i.e. a caller with an ``admin`` key or one that needs no
-    key (:func:`apps.errors.caller_is_operator`).
+    key (:func:`apps.core.errors.caller_is_operator`).
     """
     detailed = caller_is_operator(request)
     body: dict[str, Any] = {

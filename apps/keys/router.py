@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from apps.core.keystore import KeyStore
 from apps.keys.schemas import CreatedKey, CreateKey, KeyList, KeyOut
-from apps.keystore import KeyStore
 
 __all__ = ["router"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from apps.keystore import ApiKey
+from apps.core.keystore import ApiKey
 
 __all__ = ["CreateKey", "CreatedKey", "KeyList", "KeyOut"]
 

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.sse import format_sse_event
 from pydantic import BaseModel
 
-from apps.deps import ServicesDep
+from apps.core.deps import ServicesDep
 from apps.openai_compat.schemas import (
     AssistantMessage,
     ChatCompletion,

@@ -71,7 +71,7 @@ class FeedbackStore:
 
     def open(self) -> FeedbackStore:
         """Connect and create the table (SQLite in WAL mode)."""
-        from apps.db import create_tables, private_sqlite_file
+        from apps.core.db import create_tables, private_sqlite_file
 
         try:
             private_sqlite_file(self.url)  # the state database: owner-only (it shares the file with sessions)

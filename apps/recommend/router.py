@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from apps.deps import ServicesDep
+from apps.core.deps import ServicesDep
 from apps.recommend.feedback import FeedbackEvent
 from apps.recommend.schemas import (
     ExplanationOut,

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from apps.core.services import Component
+from apps.core.settings import Settings
 from apps.recommend.explain import Explainer, Explanation
 from apps.recommend.feedback import FeedbackEvent, FeedbackStore
 from apps.recommend.recommender import Recommender
-from apps.services import Component
-from apps.settings import Settings
 from kgnlp.errors import KgnlpError, NotFoundError, OverloadedError, ValidationError
 
 __all__ = ["RecommendResult", "RecommendService", "Recommendation", "load"]

@@ -23,7 +23,7 @@ def mask_explanation(explanation: dict[str, Any], mask: Callable[[str], str]) ->
 
     Args:
         explanation: as :meth:`AlertExplainer.explain` builds it.
-        mask: e.g. ``apps.pii.mask_pii``.
+        mask: e.g. ``apps.core.pii.mask_pii``.
 
     Returns:
         the explanation whose ``driving_texts`` carry masked ``text`` values.

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
-from apps.deps import ServicesDep
+from apps.core.deps import ServicesDep
 from apps.sentiment.schemas import (
     AckRequest,
     AlertOut,

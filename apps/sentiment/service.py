@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from apps.core.services import Component
+from apps.core.settings import SentimentSettings, Settings
 from apps.sentiment.companies import CompanyDirectory
 from apps.sentiment.store import EventRecord, SentimentStore
-from apps.services import Component
-from apps.settings import SentimentSettings, Settings
 from kgnlp.errors import NotFoundError, ValidationError
 
 __all__ = ["Analysis", "EventIn", "IngestSummary", "SentimentService", "build_service", "load"]
@@ -196,7 +196,7 @@ def _epoch(ts: datetime) -> int:
 
 def build_service(settings: Settings, embedder: Any, graphs: Any, classifier: Any) -> SentimentService:
     """Assemble the service from loaded parts (the API's lifespan and ``kgnlp sentiment replay``)."""
-    from apps.pii import mask_pii
+    from apps.core.pii import mask_pii
     from apps.sentiment.explain import AlertExplainer
     from apps.sentiment.monitor import AlertMonitor
     from apps.sentiment.topics import TopicTagger, load_topics
@@ -320,9 +320,9 @@ def open_offline(settings: Settings | None = None) -> SentimentService:
     Raises:
         NotFoundError: no sentiment model is registered yet.
     """
+    from apps.core.services import open_graph_registry
+    from apps.core.settings import load_settings
     from apps.sentiment.classifier import load_latest
-    from apps.services import open_graph_registry
-    from apps.settings import load_settings
     from models.loading import load_sentence_embedder
     from models.provision import ModelCache
 

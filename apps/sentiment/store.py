@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from apps.db import add_missing_columns, insert_or_ignore, open_engine
+from apps.core.db import add_missing_columns, insert_or_ignore, open_engine
 from kgnlp.errors import NotFoundError, StoreError
 
 __all__ = ["AlertRow", "Delivery", "EventRecord", "IngestResult", "SentimentStore", "TimelineBucket"]

@@ -24,8 +24,8 @@ class Service:
 
 @pytest.fixture(scope="session")
 def service(model_home: Path, generator_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    from apps.core.settings import load_settings
     from apps.main import create_app
-    from apps.settings import load_settings
     from kg.demo import build_demo
     from kg.registry import GraphRegistry
     from tests.conftest import LiveServer
@@ -87,8 +87,8 @@ def nogen_service(model_home: Path, tmp_path_factory: pytest.TempPathFactory) ->
     them), state, keys, graphs and adapters fresh. For fuzzing and hostile-input tests that write."""
     import shutil
 
+    from apps.core.settings import load_settings
     from apps.main import create_app
-    from apps.settings import load_settings
     from kg.demo import build_demo
     from kg.registry import GraphRegistry
     from tests.conftest import LiveServer

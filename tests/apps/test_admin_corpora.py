@@ -18,9 +18,9 @@ DOCS = [
 
 @pytest.fixture(scope="module")
 def live(embedder_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    from apps.core.services import Services
+    from apps.core.settings import load_settings
     from apps.main import create_app
-    from apps.services import Services
-    from apps.settings import load_settings
     from kg.registry import GraphRegistry
     from models.loading import load_sentence_embedder
     from retrieval.corpus import build_corpus, load_retriever

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from apps.keystore import KeyStore
+from apps.core.keystore import KeyStore
+from apps.core.security import host_name, is_local_request, route_path
+from apps.core.services import build_services
+from apps.core.settings import load_settings
 from apps.main import create_app
-from apps.security import host_name, is_local_request, route_path
-from apps.services import build_services
-from apps.settings import load_settings
 from tests.conftest import LiveServer, local_client
 
 

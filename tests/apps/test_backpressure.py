@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 
+from apps.core.services import Services
+from apps.core.settings import load_settings
 from apps.main import create_app
-from apps.services import Services
-from apps.settings import load_settings
 from models.concurrency import GenerationQueue
 from tests.conftest import LiveServer
 from tests.models.test_concurrency import SlowGenerator

@@ -136,7 +136,7 @@ HOSTILE = [
 def row_counts(settings: Any) -> dict[str, Any]:
     """Rows of every table of the service's state database, the API keys (``keys``: wherever the
     service keeps them, by default the ``api_keys`` table of that database), and the index manifests."""
-    from apps.keystore import KeyStore
+    from apps.core.keystore import KeyStore
 
     counts: dict[str, Any] = {}
     for manifest in sorted(Path(settings.home, "indexes").glob("*/manifest.json")):

@@ -29,8 +29,8 @@ ORDER = "where is my order #ORD-61734? my email is alice.liddell@example.org"
 @pytest.fixture(scope="module")
 def keyed(nogen_service: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The real customer-service pipeline behind a second app with auth on, and two write keys."""
+    from apps.core.settings import load_settings
     from apps.main import create_app
-    from apps.settings import load_settings
     from tests.conftest import LiveServer
 
     root = tmp_path_factory.mktemp("cs-keys")

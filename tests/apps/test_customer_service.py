@@ -58,7 +58,7 @@ def test_slot_extraction(text: str, expected: dict[str, str]) -> None:
 def test_session_store_masks_stored_texts_and_slots_when_asked(tmp_path: Path) -> None:
     import sqlite3
 
-    from apps.pii import mask_pii
+    from apps.core.pii import mask_pii
 
     db = tmp_path / "s.sqlite"
     store = SessionStore(f"sqlite:///{db}", mask=mask_pii).open()

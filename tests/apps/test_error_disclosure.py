@@ -17,10 +17,10 @@ import httpx
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from apps.keystore import KeyStore
+from apps.core.keystore import KeyStore
+from apps.core.services import Component, build_services
+from apps.core.settings import load_settings
 from apps.main import create_app
-from apps.services import Component, build_services
-from apps.settings import load_settings
 from kgnlp.errors import ModelUnavailableError, StoreError
 from tests.conftest import LiveServer
 
@@ -207,7 +207,7 @@ def test_loopback_default_details_only_for_provably_local_requests(tmp_path: Pat
 
 
 def test_redact() -> None:
-    from apps.errors import redact
+    from apps.core.errors import redact
 
     assert redact("cannot open /home/op/.kgnlp/state.sqlite: gone") == "cannot open <path>: gone"
     assert redact("graph 'x' not found under ~/kg/graphs (build it)") == "graph 'x' not found under <path> (build it)"

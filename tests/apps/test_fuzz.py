@@ -167,9 +167,9 @@ def test_schema_fuzz_with_auth_on(tmp_path: Path) -> None:
     """The same fuzzing on a service that wants keys: as a read key's holder (admin and write routes
     answer 403, the rest as before) and with no key (401 everywhere but the probes), every answer in
     the error shape, never a 5xx."""
+    from apps.core.services import build_services
+    from apps.core.settings import load_settings
     from apps.main import create_app
-    from apps.services import build_services
-    from apps.settings import load_settings
     from tests.conftest import LiveServer
 
     settings = load_settings(

@@ -20,9 +20,9 @@ LONG = [{"role": "user", "content": "Count from 1 to 500, one number per line."}
 
 @pytest.fixture(scope="module")
 def torch_service(local_generator: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from apps.core.services import Services
+    from apps.core.settings import load_settings
     from apps.main import create_app
-    from apps.services import Services
-    from apps.settings import load_settings
     from models.concurrency import GenerationQueue
     from models.generation import LocalGenerator
     from tests.conftest import LiveServer

@@ -130,12 +130,12 @@ def test_int8_state_dict_loads_as_plain_tensors(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def sentiment_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real app and sentiment routes over a real SQLite store (no models: the chart needs none)."""
+    from apps.core.services import build_services
+    from apps.core.settings import load_settings
     from apps.main import create_app
     from apps.sentiment.companies import CompanyDirectory
     from apps.sentiment.service import SentimentService
     from apps.sentiment.store import SentimentStore
-    from apps.services import build_services
-    from apps.settings import load_settings
 
     home = tmp_path_factory.mktemp("chart")
     settings = load_settings(home=home, models={"load_generator": False, "load_embedder": False})
@@ -328,9 +328,9 @@ def test_fastapi_floor_has_strict_json_content_types() -> None:
 def test_json_routes_refuse_bodies_without_a_json_content_type(tmp_path: Path) -> None:
     """A page on another site may POST text/plain (or typeless) bodies without a CORS preflight; with auth
     off (the loopback demo) such a body must not create an admin key."""
+    from apps.core.services import build_services
+    from apps.core.settings import load_settings
     from apps.main import create_app
-    from apps.services import build_services
-    from apps.settings import load_settings
 
     settings = load_settings(home=tmp_path, models={"load_generator": False, "load_embedder": False},
                              auth={"enabled": False})  # fmt: skip

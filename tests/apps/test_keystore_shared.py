@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from apps.keystore import KeyStore, Scope
-from apps.settings import load_settings
+from apps.core.keystore import KeyStore, Scope
+from apps.core.settings import load_settings
 from tests.pg import postgres_url
 
 __all__ = ["postgres_url"]  # the fixture, re-exported for pytest

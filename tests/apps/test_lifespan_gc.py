@@ -6,9 +6,9 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+from apps.core.services import Services
+from apps.core.settings import load_settings
 from apps.main import create_app
-from apps.services import Services
-from apps.settings import load_settings
 from tests.conftest import local_client
 
 

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from apps.logging_setup import JsonFormatter, TextFormatter, configure_logging, request_id_var
-from apps.metrics import Metrics
-from apps.pii import luhn_ok, mask_pii
-from apps.services import Component
+from apps.core.logging_setup import JsonFormatter, TextFormatter, configure_logging, request_id_var
+from apps.core.metrics import Metrics
+from apps.core.pii import luhn_ok, mask_pii
+from apps.core.services import Component
 
 # -- PII masking -------------------------------------------------------------------------------
 
@@ -89,7 +89,7 @@ def test_json_formatter_carries_request_id_extras_and_masks() -> None:
 
 
 def test_configure_logging_is_idempotent() -> None:
-    from apps.settings import ObservabilitySettings
+    from apps.core.settings import ObservabilitySettings
 
     root = logging.getLogger()
     before, level = list(root.handlers), root.level
@@ -108,8 +108,8 @@ def test_configure_logging_is_idempotent() -> None:
 def test_uvicorn_log_config_writes_masked_json(tmp_path: Path) -> None:
     code = (
         "import logging, logging.config\n"
-        "from apps.logging_setup import uvicorn_log_config\n"
-        "from apps.settings import ObservabilitySettings\n"
+        "from apps.core.logging_setup import uvicorn_log_config\n"
+        "from apps.core.settings import ObservabilitySettings\n"
         "logging.config.dictConfig(uvicorn_log_config(ObservabilitySettings.model_validate({})))\n"
         "logging.getLogger('uvicorn.error').info('started for ann@example.org')\n"
         "logging.getLogger('kgnlp.api').warning('order #123456')\n"

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from apps.core.pii import mask_known, mask_pii, mask_slots
 from apps.customer_service.sessions import SessionStore
-from apps.pii import mask_known, mask_pii, mask_slots
 from apps.sentiment.store import SentimentStore
 
 
@@ -59,7 +59,7 @@ def test_slots_are_masked_by_kind() -> None:
 
 
 def test_masking_stored_texts_is_the_default() -> None:
-    from apps.settings import Settings
+    from apps.core.settings import Settings
 
     assert Settings.model_fields["observability"].default.mask_pii_stored is True
 

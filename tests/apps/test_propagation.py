@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from apps.propagation import Propagation, adapter_signature
+from apps.core.propagation import Propagation, adapter_signature
 
 
 class RecordingAdapters:
@@ -47,7 +47,7 @@ def _adapter(folder: Path, **config: Any) -> Path:
 
 
 def _process(home: Path) -> Any:
-    from apps.settings import load_settings
+    from apps.core.settings import load_settings
 
     settings = SimpleNamespace(home=home, retrieval=load_settings(home=home).retrieval)
     generator = SimpleNamespace(adapters=RecordingAdapters())

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from apps.core.services import build_services
+from apps.core.settings import load_settings
 from apps.main import create_app
-from apps.services import build_services
-from apps.settings import load_settings
 from kgnlp.errors import ConfigurationError
 from tests.conftest import LiveServer, free_port
 from tests.pg import redis_url

@@ -118,7 +118,7 @@ def test_adapter_model_names_map_then_template() -> None:
 
 
 def test_remote_settings_are_validated_at_load() -> None:
-    from apps.settings import load_settings
+    from apps.core.settings import load_settings
     from kgnlp.errors import ConfigurationError
 
     m = load_settings(models={"backend": "remote", "remote_url": "http://x/v1"}).models
@@ -136,8 +136,8 @@ def test_remote_settings_are_validated_at_load() -> None:
 def front(service: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The service on ``KGNLP_MODELS__BACKEND=remote``, its generator the ``service`` fixture over
     real HTTP (our own server stands in for vLLM: it serves each adapter under its own name)."""
+    from apps.core.settings import load_settings
     from apps.main import create_app
-    from apps.settings import load_settings
 
     first = service.services.settings
     state = tmp_path_factory.mktemp("front")

@@ -133,7 +133,7 @@ class Topology:
 
 def _topology(model_home: Path, embedder_path: Path, root: Path, database_url: str, redis: str,
               workers: int) -> Iterator[Topology]:  # fmt: skip
-    from apps.keystore import KeyStore
+    from apps.core.keystore import KeyStore
 
     home = _home(model_home, root, embedder_path)
     receiver = Receiver()

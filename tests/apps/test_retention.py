@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from apps.core.settings import load_settings
 from apps.customer_service.sessions import SessionStore
 from apps.sentiment.store import EventRecord, SentimentStore
-from apps.settings import load_settings
 from tests.conftest import local_client
 
 DAY = 86_400
@@ -58,7 +58,7 @@ def _counts(db: Path) -> dict[str, int]:
 def test_expire_once_deletes_what_is_past_retention(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from apps.retention import expire_once
+    from apps.core.retention import expire_once
 
     db = tmp_path / "state.sqlite"
     sessions, store = _stores(db)
@@ -81,8 +81,8 @@ def test_the_api_lifespan_runs_the_expiry_task(tmp_path: Path) -> None:
 
     from starlette.testclient import TestClient
 
+    from apps.core.services import Services
     from apps.main import create_app
-    from apps.services import Services
 
     db = tmp_path / "state.sqlite"
     sessions, store = _stores(db)
@@ -148,8 +148,8 @@ def test_default_anonymous_rate_limit(host: str, given: str | None, expected: st
 
 
 def test_anonymous_callers_of_a_reachable_server_are_limited_by_default(tmp_path: Path) -> None:
+    from apps.core.services import build_services
     from apps.main import create_app
-    from apps.services import build_services
 
     settings = load_settings(home=tmp_path, server={"host": "0.0.0.0"}, auth={"enabled": False},
                              models={"load_generator": False, "load_embedder": False})  # fmt: skip

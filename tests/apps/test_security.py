@@ -11,11 +11,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from apps.keystore import KeyStore, Scope, parse_scopes
+from apps.core.keystore import KeyStore, Scope, parse_scopes
+from apps.core.security import explain, required_scope
+from apps.core.services import build_services
+from apps.core.settings import load_settings
 from apps.main import create_app
-from apps.security import explain, required_scope
-from apps.services import build_services
-from apps.settings import load_settings
 from kgnlp.errors import NotFoundError, ValidationError
 from tests.conftest import LiveServer, local_client
 
@@ -70,7 +70,7 @@ def _auth(token: str) -> dict[str, str]:
 
 # -- the table ---------------------------------------------------------------------------------
 
-# Written by hand, route by route, from what each route does (not derived from apps.security.RULES):
+# Written by hand, route by route, from what each route does (not derived from apps.core.security.RULES):
 # a new route fails test_the_table_names_every_route until someone decides its scope here.
 EXPECTED: dict[tuple[str, str], Scope | None] = {
     ("GET", "/health/live"): None,
@@ -150,7 +150,7 @@ def test_every_route_of_the_real_app_is_named_by_a_rule(tmp_path: Path) -> None:
     app = _app(tmp_path)
     unlisted = [f"{m} {p}" for m, p in _routes(app) if explain(m, p)[1] is None]
     assert not unlisted, (
-        f"routes without an explicit rule in apps.security.RULES (they need admin by default): {unlisted}"
+        f"routes without an explicit rule in apps.core.security.RULES (they need admin by default): {unlisted}"
     )
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from apps.core.services import build_services
+from apps.core.settings import load_settings
 from apps.main import create_app
-from apps.services import build_services
-from apps.settings import load_settings
 from tests.conftest import local_client
 
 
@@ -100,7 +100,7 @@ def test_openapi_and_docs_are_served(server: str) -> None:
 
 
 def test_not_ready_is_503(model_home: Path) -> None:
-    from apps.services import Component, Services
+    from apps.core.services import Component, Services
 
     settings = load_settings(home=model_home)
     services = Services(settings=settings, components={"generator": Component("generator", "failed", {"error": "x"})})

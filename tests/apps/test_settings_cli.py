@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.settings import load_settings
+from apps.core.settings import load_settings
 from kgnlp.errors import ConfigurationError
 
 

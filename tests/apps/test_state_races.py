@@ -112,7 +112,7 @@ def test_concurrent_upserts_of_one_alert_episode_store_it_once(db_url: str) -> N
 
 def test_stores_opened_at_once_on_a_new_database_all_open(db_url: str) -> None:
     """Workers and replicas starting together each create the tables they miss: none fails."""
-    from apps.keystore import KeyStore
+    from apps.core.keystore import KeyStore
 
     opened: list[object] = []
 

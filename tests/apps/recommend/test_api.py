@@ -15,12 +15,12 @@ from tests.conftest import LiveServer
 
 @pytest.fixture(scope="module")
 def api(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from apps.core.services import Services
+    from apps.core.settings import load_settings
     from apps.main import create_app
     from apps.recommend.service import load
     from apps.recommend.setup import train_model
     from apps.recommend.train import FitConfig
-    from apps.services import Services
-    from apps.settings import load_settings
     from models.loading import load_sentence_embedder
 
     home = tmp_path_factory.mktemp("rechome")
@@ -151,9 +151,9 @@ def test_setup_is_idempotent(api: dict[str, Any], model_home: Path) -> None:
 
 
 def test_load_reports_not_configured_with_a_hint(tmp_path: Path) -> None:
+    from apps.core.services import Services
+    from apps.core.settings import load_settings
     from apps.recommend.service import load
-    from apps.services import Services
-    from apps.settings import load_settings
 
     settings = load_settings(home=tmp_path)
     services = Services(settings=settings)

@@ -6,7 +6,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from apps.pii import mask_pii
+from apps.core.pii import mask_pii
 from apps.sentiment.explain import AlertExplainer
 from apps.sentiment.monitor import AlertMonitor
 from apps.sentiment.rules import AlertPolicy, ZScoreRule

@@ -74,7 +74,7 @@ def make_service(db: Path, *, mask: bool = False, notify: list | None = None) ->
                            explainer=AlertExplainer(store, d, baseline_s=24 * HOUR, z=2.0, min_volume=3))  # fmt: skip
     if notify is not None:
         monitor.notify = lambda alert, change: notify.append((alert.key, change))
-    from apps.pii import mask_pii
+    from apps.core.pii import mask_pii
 
     return SentimentService(
         KeywordClassifier(), FixedTagger(), d, link, store, monitor, mask=mask_pii if mask else None

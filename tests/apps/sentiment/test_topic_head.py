@@ -133,8 +133,8 @@ class _VectorClassifier:
 
 
 def test_service_fits_the_head_once_and_reloads_it(tmp_path: Path) -> None:
+    from apps.core.settings import SentimentSettings
     from apps.sentiment.service import fit_topic_head
-    from apps.settings import SentimentSettings
 
     topics = load_topics()
     clf = _VectorClassifier()
@@ -154,8 +154,8 @@ def test_service_fits_the_head_once_and_reloads_it(tmp_path: Path) -> None:
 
 
 def test_service_without_labels_falls_back_to_similarity(tmp_path: Path) -> None:
+    from apps.core.settings import SentimentSettings
     from apps.sentiment.service import fit_topic_head
-    from apps.settings import SentimentSettings
 
     cfg = SentimentSettings(topic_labels=tmp_path / "absent.jsonl")
     assert fit_topic_head(load_topics(), _VectorClassifier(), cfg, tmp_path) is None

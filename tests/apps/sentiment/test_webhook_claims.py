@@ -135,8 +135,8 @@ def test_old_delivery_table_gains_claim_column(tmp_path: Path) -> None:
 
 
 def test_webhook_lease_setting_reaches_the_dispatcher(tmp_path: Path) -> None:
+    from apps.core.settings import load_settings
     from apps.sentiment.service import build_service
-    from apps.settings import load_settings
 
     settings = load_settings(
         home=tmp_path,
@@ -152,7 +152,7 @@ def test_webhook_lease_setting_reaches_the_dispatcher(tmp_path: Path) -> None:
 
 
 def test_webhook_lease_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
-    from apps.settings import load_settings
+    from apps.core.settings import load_settings
     from kgnlp.errors import ConfigurationError
 
     monkeypatch.setenv("KGNLP_SENTIMENT__WEBHOOK_LEASE_S", "0")

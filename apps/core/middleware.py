@@ -77,7 +77,7 @@ class BodySizeLimit:
         except _TooLarge:
             await self._reject(scope, send)
         except _NulInJson:
-            from apps.errors import send_error
+            from apps.core.errors import send_error
 
             message = "request text contains a NUL character (\\u0000), which is not allowed"
             await send_error(scope, send, 422, message)

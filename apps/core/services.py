@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from apps.settings import Settings
+from apps.core.settings import Settings
 
 __all__ = ["Component", "Services", "build_services", "load_generator", "open_graph_registry"]
 
@@ -37,7 +37,7 @@ class Services:
     sentiment: Any = None  # apps.sentiment.service.SentimentService
     recommend: Any = None  # apps.recommend.service.RecommendService
     components: dict[str, Component] = field(default_factory=dict)
-    propagation: Any = None  # apps.propagation.Propagation: changes made by other workers and replicas
+    propagation: Any = None  # apps.core.propagation.Propagation: changes made by other workers and replicas
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -156,7 +156,7 @@ def _load_customer_service(settings: Settings, services: Services) -> None:
             "customer_service", "not_configured", {"hint": "kgnlp cs setup (trains the intent classifier)"}
         )
         return
-    from apps.pii import mask_pii
+    from apps.core.pii import mask_pii
 
     mask = mask_pii if settings.observability.mask_pii_stored else None
     sessions = SessionStore(

@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING, Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from apps.connection import host_name, is_local_request, is_loopback_host
-from apps.errors import send_error
-from apps.keystore import ApiKey, KeyStore
-from apps.keystore import Scope as KeyScope
+from apps.core.connection import host_name, is_local_request, is_loopback_host
+from apps.core.errors import send_error
+from apps.core.keystore import ApiKey, KeyStore
+from apps.core.keystore import Scope as KeyScope
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from apps.ratelimit import RateLimiter
-    from apps.settings import Settings
+    from apps.core.ratelimit import RateLimiter
+    from apps.core.settings import Settings
 
 __all__ = [
     "RULES",
@@ -48,7 +48,7 @@ __all__ = [
 
 log = logging.getLogger("kgnlp.security")
 
-TOKEN_PREFIX = "kgnlp_"  # every key the store issues starts so (apps.keystore)
+TOKEN_PREFIX = "kgnlp_"  # every key the store issues starts so (apps.core.keystore)
 
 READ, WRITE, ADMIN = KeyScope.READ, KeyScope.WRITE, KeyScope.ADMIN
 _ANY: frozenset[str] = frozenset()
@@ -277,7 +277,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
         app: the application.
         settings: the service settings (``auth``, ``limits``, ``server.cors_origins``).
     """
-    from apps.ratelimit import RateLimiter
+    from apps.core.ratelimit import RateLimiter
 
     mode = settings.auth.mode(settings.server)
     store = KeyStore.for_settings(settings)

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope, Send
 
-from apps.connection import is_local_request
+from apps.core.connection import is_local_request
 from kgnlp.errors import (
     ConfigurationError,
     ConflictError,
@@ -79,7 +79,7 @@ def caller_is_operator(request: Request) -> bool:
     state = request.scope.get("state") or {}
     # every non-public route: the auth middleware checked the token; a public one (/health/*): it did not
     key = state["api_key"] if "api_key" in state else _verify_bearer(request)
-    from apps.keystore import Scope as KeyScope
+    from apps.core.keystore import Scope as KeyScope
 
     return key is not None and key.allows(KeyScope.ADMIN)
 

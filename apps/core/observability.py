@@ -16,14 +16,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from apps.logging_setup import request_id_var
-from apps.metrics import Metrics
-from apps.security import route_path
+from apps.core.logging_setup import request_id_var
+from apps.core.metrics import Metrics
+from apps.core.security import route_path
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from apps.settings import Settings
+    from apps.core.settings import Settings
 
 __all__ = ["RequestObserver", "RouteTemplates", "install_observability"]
 
@@ -81,7 +81,7 @@ class RouteTemplates:
 class RequestObserver:
     """Time every HTTP request, record it in :class:`Metrics`, log it, and expose its id to logs.
 
-    Sits inside :class:`apps.middleware.RequestId` (which sets ``scope["state"]["request_id"]``).
+    Sits inside :class:`apps.core.middleware.RequestId` (which sets ``scope["state"]["request_id"]``).
     Streams pass through unbuffered; their duration ends with the last byte.
 
     Args:

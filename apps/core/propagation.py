@@ -57,7 +57,7 @@ class Propagation:
     """Notices corpus and adapter versions written by any process and applies them to this one.
 
     Args:
-        services: this process's ``apps.services.Services`` (its retrievers and generator are swapped).
+        services: this process's ``apps.core.services.Services`` (its retrievers and generator are swapped).
         adapter_dir: the shared adapter folder (None: adapters are not propagated).
         interval_s: how often :meth:`run` polls.
     """

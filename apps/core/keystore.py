@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import Column, Float, MetaData, String, Table, Text, inspect, select, update
 from sqlalchemy.engine import Engine
 
-from apps.db import create_tables, insert_or_ignore, open_engine, safe_url
+from apps.core.db import create_tables, insert_or_ignore, open_engine, safe_url
 from kgnlp.errors import NotFoundError, StoreError, ValidationError
 
 __all__ = ["ApiKey", "KeyStore", "Scope", "parse_scopes"]

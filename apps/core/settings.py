@@ -162,7 +162,7 @@ class GraphSettings(BaseModel):
 
 
 class AuthSettings(BaseModel):
-    """API keys (``Authorization: Bearer kgnlp_…``); see ``apps.security``."""
+    """API keys (``Authorization: Bearer kgnlp_…``); see ``apps.core.security``."""
 
     enabled: bool | None = Field(
         None,
@@ -179,7 +179,7 @@ class AuthSettings(BaseModel):
 
     def mode(self, server: ServerSettings) -> Literal["on", "off", "local"]:
         """``on``: every request needs a key; ``off``: none does; ``local``: a request needs one unless it
-        is provably local (see :func:`apps.security.is_local_request`). The default is ``local`` on a
+        is provably local (see :func:`apps.core.security.is_local_request`). The default is ``local`` on a
         loopback bind and ``on`` otherwise: the bind address alone cannot say where a request came from
         (``uvicorn --factory --host 0.0.0.0``, a same-host proxy, DNS rebinding)."""
         if self.enabled is not None:
@@ -234,7 +234,7 @@ class ObservabilitySettings(BaseModel):
 
 
 class RetentionSettings(BaseModel):
-    """How long stored data is kept: a task in each API process deletes what is older (``apps.retention``)."""
+    """How long stored data is kept: a task in each API process deletes what is older (``apps.core.retention``)."""
 
     enabled: bool = Field(True, description="run the expiry task in the API's lifespan")
     interval_s: float = Field(3600, ge=1, le=7 * 86_400, description="seconds between expiry runs (one at start)")

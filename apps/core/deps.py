@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from apps.services import Services
+from apps.core.services import Services
 from kgnlp.errors import ModelUnavailableError
 
 __all__ = ["GeneratorDep", "ServicesDep", "get_generator", "get_services"]

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from apps.settings import RetentionSettings
+from apps.core.settings import RetentionSettings
 
 __all__ = ["expire_once", "run_periodically"]
 
@@ -24,7 +24,7 @@ def expire_once(services: Any, cfg: RetentionSettings) -> dict[str, int]:
     """Delete what the retention settings no longer allow to keep (blocking).
 
     Args:
-        services: ``apps.services.Services`` (apps that are not loaded are skipped).
+        services: ``apps.core.services.Services`` (apps that are not loaded are skipped).
         cfg: the retention settings.
 
     Returns:

@@ -1,6 +1,6 @@
 """Structured logs: one JSON object per line, with the request id and personal data masked.
 
-The request id comes from a context variable that :class:`apps.observability.RequestObserver`
+The request id comes from a context variable that :class:`apps.core.observability.RequestObserver`
 sets for each request, so every line logged while serving it (routes, services, uvicorn's
 error logger) carries it without passing it around.
 """
@@ -14,10 +14,10 @@ import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from apps.pii import mask_pii
+from apps.core.pii import mask_pii
 
 if TYPE_CHECKING:
-    from apps.settings import ObservabilitySettings
+    from apps.core.settings import ObservabilitySettings
 
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "request_id_var", "uvicorn_log_config"]
 
@@ -49,7 +49,7 @@ class JsonFormatter(logging.Formatter):
     """Format records as JSON lines: ``ts, level, logger, message, request_id``, extras, ``exc``.
 
     Args:
-        mask: replace personal data (see :func:`apps.pii.mask_pii`) in every string value.
+        mask: replace personal data (see :func:`apps.core.pii.mask_pii`) in every string value.
     """
 
     def __init__(self, mask: bool = True) -> None:
@@ -129,7 +129,11 @@ def uvicorn_log_config(settings: ObservabilitySettings) -> dict[str, Any]:
     Returns:
         the dict config.
     """
-    cls = "apps.logging_setup.JsonFormatter" if settings.log_format == "json" else "apps.logging_setup.TextFormatter"
+    cls = (
+        "apps.core.logging_setup.JsonFormatter"
+        if settings.log_format == "json"
+        else "apps.core.logging_setup.TextFormatter"
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -1,6 +1,6 @@
 """Where a request comes from: its ``Host`` name and whether it is provably local.
 
-Below both the auth middleware (``apps.security``) and the error handlers (``apps.errors``), which
+Below both the auth middleware (``apps.core.security``) and the error handlers (``apps.core.errors``), which
 decide by it whether a caller needs a key and may see an error's details.
 """
 
