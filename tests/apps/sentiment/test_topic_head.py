@@ -159,3 +159,13 @@ def test_service_without_labels_falls_back_to_similarity(tmp_path: Path) -> None
 
     cfg = SentimentSettings(topic_labels=tmp_path / "absent.jsonl")
     assert fit_topic_head(load_topics(), _VectorClassifier(), cfg, tmp_path) is None
+
+
+def test_keyword_hits_read_the_head_of_each_text_once() -> None:
+    from apps.sentiment.topic_head import KeywordMatcher
+
+    m = KeywordMatcher([["earnings"], ["dividend"], []])
+    far = "x" * KeywordMatcher.MAX_CHARS + " dividend"  # beyond what is searched
+    hits = m.hits(["Q3 earnings beat", far, "Q3 earnings beat", "special dividend declared"])
+    assert hits.tolist() == [[1, 0, 0], [0, 0, 0], [1, 0, 0], [0, 1, 0]]
+    assert m.hits([]).shape == (0, 3)
