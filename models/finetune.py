@@ -138,7 +138,7 @@ def masked_lm_loss(model: Any, batch: dict[str, Any]) -> Any:
 
     SFT labels only the answer, about a third of each sequence; the full logits tensor
     (batch × length × 49k for SmolLM2) dominated training memory and a fifth of its compute.
-    Falls back to the model's own loss for models without ``get_decoder`` or with logit softcapping.
+    Falls back to the base model's own loss for models without ``get_decoder`` or with logit softcapping.
     """
     import torch.nn.functional as F
 
@@ -146,7 +146,7 @@ def masked_lm_loss(model: Any, batch: dict[str, Any]) -> Any:
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
     head = base.get_output_embeddings()
     if decoder is None or head is None or getattr(base.config, "final_logit_softcapping", None):
-        return model(**batch).loss
+        return base(**batch).loss  # the base: a peft wrapper's own additions (AdaLoRA's regulariser) are the caller's
     target = batch["labels"][:, 1:]
     keep = target != -100
     hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
@@ -263,13 +263,19 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    from models.methods import apply_method, count_parameters, qlora_load_kwargs
+    from models.methods import adalora_orth_reg, apply_method, count_parameters, qlora_load_kwargs
 
     t = cfg.train
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     if not torch.cuda.is_available():
         _fix_mmap_threshold()
+    from accelerate.state import AcceleratorState
+
+    # accelerate keeps one process-wide state and refuses an Accelerator whose mixed precision
+    # differs from an earlier one's: each run is its own training, so start from a fresh state
+    # (the distributed PartialState, the process group, is kept).
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # also what makes accelerate pick gloo DDP under torchrun on CPU
         mixed_precision=_mixed_precision(t.mixed_precision),
@@ -400,7 +406,8 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     fgm = FGM(accelerator.unwrap_model(model).get_input_embeddings(), t.fgm_epsilon) if embeddings is not None else None
 
-    def loss_of(batch: dict[str, Any]) -> Any:
+    def task_loss(batch: dict[str, Any]) -> tuple[Any, bool]:
+        """The task's loss and whether the model computed it itself (peft's AdaLoRA then added its regulariser)."""
         import torch.nn.functional as F
 
         batch = dict(batch)  # FGM runs a second pass on the same batch
@@ -408,8 +415,8 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
         if cfg.task == "sft":
             if accelerator.num_processes == 1:  # DDP needs its wrapper's forward for gradient sync
                 with accelerator.autocast():
-                    return masked_lm_loss(accelerator.unwrap_model(model), batch)
-            return model(**batch).loss
+                    return masked_lm_loss(accelerator.unwrap_model(model), batch), False
+            return model(**batch).loss, True
         y = batch.pop("labels")
         logits = model(**batch).logits.float()
 
@@ -420,8 +427,14 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
             from models.distill import distillation_loss
 
             tl = teacher[idx.cpu()].to(logits.device)
-            return distillation_loss(logits, tl, y, cfg.distill.temperature, cfg.distill.alpha, ce)
-        return ce(logits, y)
+            return distillation_loss(logits, tl, y, cfg.distill.temperature, cfg.distill.alpha, ce), False
+        return ce(logits, y), False
+
+    def loss_of(batch: dict[str, Any]) -> Any:
+        loss, from_model = task_loss(batch)
+        if cfg.method.kind == "adalora" and not from_model:
+            loss = loss + adalora_orth_reg(accelerator.unwrap_model(model))
+        return loss
 
     def evaluate() -> dict[str, float]:
         model.eval()

@@ -7,7 +7,7 @@ from typing import Any
 from kgnlp.errors import ConfigurationError
 from models.config import MethodConfig
 
-__all__ = ["apply_method", "count_parameters", "qlora_load_kwargs"]
+__all__ = ["adalora_orth_reg", "apply_method", "count_parameters", "qlora_load_kwargs"]
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
@@ -94,3 +94,25 @@ def apply_method(model: Any, method: MethodConfig, task: str, total_steps: int) 
         return peft.get_peft_model(model, cfg)
     except (ValueError, TypeError) as e:
         raise ConfigurationError(f"method: {method.kind!r} cannot be applied to this model: {e}") from e
+
+
+def adalora_orth_reg(peft_model: Any) -> Any:
+    """AdaLoRA's orthogonality regulariser, ``orth_reg_weight`` × mean ‖PᵀP − I‖_F over its factors.
+
+    peft adds it inside ``AdaLoraModel.forward`` only when the model computes the loss itself
+    (``labels`` passed); ``finetune`` computes its own loss from the logits (class weights,
+    distillation), so it adds this term. Same formula as peft's: the P (``lora_A``) and Q
+    (``lora_B``) factors stay near-orthogonal, which keeps the SVD-style importance scores that
+    drive rank allocation meaningful.
+    """
+    import torch
+
+    tuner = peft_model.base_model
+    name = tuner.trainable_adapter_name
+    weight = float(tuner.peft_config[name].orth_reg_weight)
+    terms = []
+    for n, p in tuner.model.named_parameters():
+        if ("lora_A" in n or "lora_B" in n) and name in n and p.numel():
+            cov = p @ p.T if "lora_A" in n else p.T @ p
+            terms.append(torch.linalg.matrix_norm(cov - torch.eye(*cov.shape, device=cov.device, dtype=cov.dtype)))
+    return weight * torch.stack(terms).mean() if terms else torch.zeros(())

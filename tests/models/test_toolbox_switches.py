@@ -473,3 +473,45 @@ def test_load_model_parallel_places_the_model_by_device_map_and_max_memory(
     loaded = load_model_parallel(tmp_path / "bert", kind="classify")
     assert isinstance(loaded, BertForSequenceClassification)
     assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in clf.parameters())
+
+
+def test_adalora_orthogonality_regulariser_matches_peft_and_reaches_the_training_loss(
+    tmp_path: Path, embedder_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """finetune computes its loss from the logits, so peft's forward never adds AdaLoRA's
+    orthogonality term; ``adalora_orth_reg`` is that term (equal to what peft adds when it computes
+    the loss) and finetune adds it to every AdaLoRA training loss, and only there."""
+    import models.methods
+    from models.config import MethodConfig
+    from models.finetune import finetune
+    from models.methods import adalora_orth_reg, apply_method
+
+    model, tok = tiny_bert(embedder_path)
+    peft_model = apply_method(model, MethodConfig(kind="adalora", r=4), "classify", total_steps=20).eval()
+    enc = tok(["card arrived late", "great service"], return_tensors="pt", padding=True)
+    y = torch.tensor([0, 1])
+    with torch.no_grad():
+        with_reg = peft_model(**enc, labels=y).loss  # peft adds the term when the model computes the loss
+        without = peft_model.base_model.model(**enc, labels=y).loss
+        reg = adalora_orth_reg(peft_model)
+    assert float(reg) > 0
+    torch.testing.assert_close(with_reg - without, reg, atol=1e-6, rtol=1e-5)
+
+    calls: list[float] = []
+    real = models.methods.adalora_orth_reg
+    monkeypatch.setattr(models.methods, "adalora_orth_reg", lambda m: calls.append(1.0) or real(m))
+    finetune(_classify(tmp_path, embedder_path, "ada", method={"kind": "adalora", "r": 4}, max_steps=3), log=_quiet)
+    assert len(calls) >= 3  # one per training batch
+    calls.clear()
+    finetune(_classify(tmp_path, embedder_path, "lora", method={"kind": "lora", "r": 4}, max_steps=3), log=_quiet)
+    assert calls == []
+
+
+def test_runs_with_different_mixed_precision_in_one_process(tmp_path: Path, embedder_path: Path) -> None:
+    """A library user trains twice in one process: bf16, then fp32 (accelerate's process-wide state refused it)."""
+    from models.finetune import finetune
+
+    for name, precision in (("bf16", "bf16"), ("fp32", "no"), ("bf16-again", "bf16")):
+        cfg = _classify(tmp_path, embedder_path, name, mixed_precision=precision, max_steps=2)
+        finetune(cfg, log=_quiet)
+        assert (tmp_path / name / "metrics.json").is_file()
