@@ -17,6 +17,7 @@ registered). Stages reuse finished run directories, so one can be rerun alone.
 Run (``--threads 1`` by default: on 2 cores shared with other jobs, 2 torch threads stalled):
     .venv/bin/python benchmarks/sentiment.py [--out runs/sentiment] [--stages ...] [--chosen NAME[,NAME]]
     .venv/bin/python benchmarks/sentiment.py --only speed --threads 2   # the registered model's throughput only
+    .venv/bin/python benchmarks/sentiment.py --only summary --threads 2 # issue #21's figures on one line
 
 Ends with one ``NAME=value`` summary line.
 """
@@ -156,11 +157,88 @@ def run_speed_only(home: Path | None, texts_path: Path | None) -> int:
     return 0
 
 
+def _child_summary(script: str, *args: str) -> dict[str, str]:
+    """Run another benchmark and return its ``NAME=value`` summary (``{}`` when it printed none)."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=REPO, capture_output=True, text=True)
+    for line in reversed(proc.stdout.strip().splitlines()):
+        tokens = line.split()
+        if len(tokens) >= 2 and all("=" in t for t in tokens):
+            return dict(t.split("=", 1) for t in tokens)
+    print(f"{script} printed no summary (exit {proc.returncode}): {proc.stderr[-500:]}")
+    return {}
+
+
+def run_summary(home: Path | None) -> int:
+    """Issue #21's figures for the registered (default) model, on held-out data only (``--only summary``).
+
+    Tweets: the test part of the shipped tweets' three-way split (never used for a choice).
+    PhraseBank-50 (all 3,868 de-duplicated sentences, evaluation only) and AllAgree when
+    ``../shared`` has them. Served speed and topics: ``sentiment_http.py`` and ``topics.py``.
+    The PhraseBank-trained model is reported only when ``--home`` serves one (``kgnlp sentiment train``).
+    """
+    import tempfile
+
+    import numpy as np
+
+    from apps.sentiment.classifier import LABELS, load_latest
+    from apps.sentiment.classifier_data import load_phrasebank, prepare_twitter_three_way_splits, shipped_twitter_csv
+    from apps.sentiment.training import read_split
+    from kgnlp.files import default_home
+
+    home = home or default_home()
+    clf = load_latest(home, batch_size=64)
+    info = clf.info()
+    trained_on = json.dumps(info.get("trained_on") or info.get("data") or {})
+    uses_phrasebank = "phrasebank" in trained_on.lower()
+    print(f"model {clf.name} ({info.get('kind')}); PhraseBank in training: {uses_phrasebank}")
+
+    def accuracy(texts: list[str], y: list[int]) -> tuple[float, float]:
+        from models.classify import classification_metrics
+
+        m = classification_metrics(y, np.asarray(clf.predict_proba(texts)))
+        return m["accuracy"], m["macro_f1"]
+
+    figures: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        splits, _ = prepare_twitter_three_way_splits(Path(tmp), shipped_twitter_csv(), seed=13)
+        texts, y, _ = read_split(splits.test)
+    acc, f1 = accuracy(texts, y)
+    print(f"tweets, own held-out test part ({len(texts)}): accuracy {acc:.4f} macro-F1 {f1:.4f}")
+    figures.update(tweet_acc=f"{acc:.4f}", tweet_f1=f"{f1:.4f}")
+    pb = REPO.parent / "shared" / "data" / "financial_phrasebank"
+    if pb.is_dir() and not uses_phrasebank:
+        rows = load_phrasebank(pb, "50Agree")
+        acc, f1 = accuracy([t for t, _ in rows], [LABELS.index(lab) for _, lab in rows])
+        agree = load_phrasebank(pb, "AllAgree")
+        agree_acc, _ = accuracy([t for t, _ in agree], [LABELS.index(lab) for _, lab in agree])
+        print(f"PhraseBank-50 ({len(rows)}, evaluation only): accuracy {acc:.4f} macro-F1 {f1:.4f}; "
+              f"AllAgree ({len(agree)}) {agree_acc:.4f}")  # fmt: skip
+        figures.update(pb50_acc=f"{acc:.4f}", pb50_f1=f"{f1:.4f}", allagree_acc=f"{agree_acc:.4f}")
+    else:
+        why = "the model was trained on it" if uses_phrasebank else "../shared is absent"
+        print(f"PhraseBank-50 not scored: {why}")
+        figures.update(pb50_acc="nan", pb50_f1="nan", allagree_acc="nan")
+    http = _child_summary("sentiment_http.py", "--texts", "2048")
+    topics = _child_summary("topics.py")
+    figures["texts_per_s_http"] = http.get("texts_per_s_http", "nan")
+    figures["topics_micro_f1"] = topics.get("topics_micro_f1", "nan")
+    targets = {"tweet_acc": 0.87, "pb50_acc": 0.80, "texts_per_s_http": 300.0, "topics_micro_f1": 0.80}
+    met = sum(float(figures[k]) >= v for k, v in targets.items() if figures[k] != "nan")
+    print("targets (default model): " + ", ".join(f"{k} >= {v}" for k, v in targets.items()))
+    print("command: .venv/bin/python benchmarks/sentiment.py --only summary --threads 2")
+    print(" ".join(f"{k}={v}" for k, v in figures.items()) + f" targets_met={met}/{len(targets)} "
+          "trained_model=not_built")  # fmt: skip
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "sentiment")
     ap.add_argument("--stages", default=",".join(STAGES))
-    ap.add_argument("--only", choices=["speed"], help="just the serving speed of the registered model")
+    ap.add_argument("--only", choices=["speed", "summary"],
+                    help="speed: the served model's speed; summary: issue #21's figures on one line")  # fmt: skip
     ap.add_argument("--home", type=Path, help="KGNLP_HOME for --only speed / --register")
     ap.add_argument("--texts", type=Path, help="CSV with a text column for --only speed (default: shipped tweets)")
     ap.add_argument("--chosen", default="minilm-pb", help="run(s) served: NAME or NAME,NAME (mean ensemble)")
@@ -182,6 +260,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     if args.only == "speed":
         return run_speed_only(args.home, args.texts)
+    if args.only == "summary":
+        return run_summary(args.home)
     shared = REPO.parent / "shared" / "data"
     if not (shared / "financial_phrasebank").is_dir():
         print("SKIP: ../shared/data/financial_phrasebank is absent")
