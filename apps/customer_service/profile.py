@@ -18,6 +18,14 @@ PLACEHOLDER = re.compile(r"\{\{([^{}]{1,120})\}\}")
 _DATASET_ID = re.compile(r"(#\s?)?\b\d{7,}\b")
 # Generators also write placeholders as "[Customer Support Phone Number]": filled when known.
 _BRACKETED = re.compile(r"\[([A-Z][A-Za-z ]{2,60})\]")
+# "the number {{Order Number Anonymized}}" without an order id reads "the number your order number":
+# the words before the fallback phrase that it already says are dropped.
+_REDUNDANT = re.compile(
+    r"\b(?:the |an? |your )?(?:(?:order|purchase|invoice|bill) )?(?:number|no\.|#)\s?:?\s?"
+    r"(?=your (order|invoice) number\b)"
+    r"|\b(?:order|purchase|invoice|bill) #?\s?(?=your (order|invoice) number\b)",
+    re.IGNORECASE,
+)
 _ANONYMIZED = re.compile(
     r"\b(?:order|purchase|invoice|bill|account|tracking)\b[^{}]{0,120}?\banonymized$", re.IGNORECASE
 )
@@ -98,4 +106,5 @@ class CompanyProfile:
             return self.values.get(self.aliases.get(key, key), m.group(0))
 
         filled = _BRACKETED.sub(bracketed, filled)
+        filled = _REDUNDANT.sub("", filled)
         return filled.replace("{{", "").replace("}}", "")

@@ -33,7 +33,14 @@ def test_every_shipped_answer_is_filled_without_raw_placeholders() -> None:
     assert PROFILE.fill("Open {{Order History}}") == "Open 'Order History'"
     # literal ids of other customers in the data are replaced by the customer's own, or a phrase
     assert PROFILE.fill("locate order 113542617735902 now", {"order_id": "A7"}) == "locate order A7 now"
-    assert PROFILE.fill("invoice #370795561790 is ready") == "invoice your invoice number is ready"
+    assert PROFILE.fill("invoice #370795561790 is ready") == "your invoice number is ready"
+    # without the customer's id the fallback phrase does not repeat the words before it
+    assert (
+        PROFILE.fill("track your order with the number {{Order Number Anonymized}}.")
+        == "track your order with your order number."
+    )
+    assert PROFILE.fill("order number: {{Order Number Anonymized}}") == "your order number"
+    assert PROFILE.fill("the number {{Order Number Anonymized}}", {"order_id": "C3"}) == "the number C3"
     assert PROFILE.fill("order #370795561790", {"order_id": "B2"}) == "order #B2"
     # generators also write placeholders in square brackets: known ones are filled, citations kept
     assert PROFILE.fill("Call [Customer Support Phone Number] [1]") == "Call +1 (555) 010-0199 [1]"
