@@ -141,19 +141,18 @@ def run_one(bench: Bench, profile: str, out_dir: Path, data: Path) -> dict[str, 
     t0 = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-        output, code = proc.stdout + proc.stderr, proc.returncode
+        stdout, output, code = proc.stdout, proc.stdout + proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as e:
-        output = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        code = -1
-        output += f"\n(timed out after {timeout} s)"
+        stdout = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        output, code = stdout + f"\n(timed out after {timeout} s)", -1
     seconds = time.monotonic() - t0
     (out_dir / f"{bench.name}.log").write_text(f"$ {shown}\n{output}")
-    values = summary_of(proc.stdout if code >= 0 else output)
+    values = summary_of(stdout)
+    if code == 0 and not values and "skipped" in stdout.lower():  # e.g. "skipped: FB15k-237 not found"
+        return {**row, "status": "skipped", "reason": "the benchmark skipped itself", "seconds": round(seconds, 1)}
     if code != 0 or not values:
         why = f"exit {code}" if code != 0 else "no NAME=value summary line"
         return {**row, "status": "failed", "reason": why, "seconds": round(seconds, 1), "tail": output[-1500:]}
-    if "skipped" in output.lower() and not values:
-        return {**row, "status": "skipped", "reason": "the benchmark skipped itself", "seconds": round(seconds, 1)}
     return {**row, "status": "ok", "values": values, "seconds": round(seconds, 1)}
 
 

@@ -25,11 +25,13 @@ def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     (bench_dir / "good.py").write_text("import sys\nprint('table')\nprint(f'MRR=0.5 H@10=0.9 args={len(sys.argv)}')\n")
     (bench_dir / "bad.py").write_text("print('MRR=0.1 x=1')\nraise SystemExit(3)\n")
     (bench_dir / "silent.py").write_text("print('done, no summary')\n")
+    (bench_dir / "selfskip.py").write_text("print('skipped: dataset folder not found')\n")
     suite = (
         module.Bench("good", "planted", "good.py", ["--a", "1"], [],
                      metrics=(module.Metric("MRR", "MRR", ".37", "paper"),)),
         module.Bench("bad", "planted", "bad.py", [], []),
         module.Bench("silent", "planted", "silent.py", [], []),
+        module.Bench("selfskip", "planted", "selfskip.py", [], []),
         module.Bench("needs", "planted", "good.py", [], [], needs=("absent_dataset",)),
         module.Bench("full_only", "planted", "good.py", None, [], note="an hour"),
     )  # fmt: skip
@@ -55,6 +57,7 @@ def test_a_quick_run_reports_each_outcome_and_fails_on_a_failure(harness: Module
     assert rows["good"]["status"] == "ok" and rows["good"]["values"] == {"MRR": "0.5", "H@10": "0.9", "args": "3"}
     assert rows["bad"]["status"] == "failed" and "exit 3" in rows["bad"]["reason"]
     assert rows["silent"]["status"] == "failed" and "summary" in rows["silent"]["reason"]
+    assert rows["selfskip"]["status"] == "skipped" and "skipped itself" in rows["selfskip"]["reason"]
     assert rows["needs"]["status"] == "skipped" and "absent_dataset" in rows["needs"]["reason"]
     assert rows["full_only"]["status"] == "skipped" and "an hour" in rows["full_only"]["reason"]
     assert report["run"]["profile"] == "quick" and report["run"]["cpu"]

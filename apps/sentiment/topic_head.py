@@ -91,7 +91,7 @@ class KeywordMatcher:
                     if p.search(t, 0, self.MAX_CHARS):
                         found[i, j] = 1.0
         row = {t: i for i, t in enumerate(distinct)}
-        return found[[row[t] for t in texts]] if texts else found
+        return found[[row[t] for t in texts]]
 
 
 class TopicHead:
