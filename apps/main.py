@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     from apps.health import router as health_router
     from apps.keys import router as keys_router
     from apps.openai_compat import router as openai_router
+    from apps.recommend.admin_router import router as recommend_admin_router
     from apps.recommend.router import router as recommend_router
     from apps.retrieve.router import router as retrieve_router
     from apps.sentiment.router import router as sentiment_router
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(retrieve_router)
     app.include_router(sentiment_router)
     app.include_router(recommend_router)
+    app.include_router(recommend_admin_router)
     app.include_router(graph_router)
     app.include_router(keys_router)
     app.include_router(admin_router)

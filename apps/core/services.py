@@ -36,6 +36,7 @@ class Services:
     customer_service: Any = None  # apps.customer_service.pipeline.CustomerServicePipeline
     sentiment: Any = None  # apps.sentiment.service.SentimentService
     recommend: Any = None  # apps.recommend.service.RecommendService
+    recommend_admin: Any = None  # apps.recommend.catalogue_admin.CatalogueAdmin: catalogue edits, training jobs
     components: dict[str, Component] = field(default_factory=dict)
     propagation: Any = None  # apps.core.propagation.Propagation: changes made by other workers and replicas
     started_at: float = field(default_factory=time.time)
@@ -46,6 +47,8 @@ class Services:
 
     def close(self) -> None:
         sessions = getattr(self.customer_service, "sessions", None)
+        if self.recommend_admin is not None:
+            self.recommend_admin.close()
         for part in (self.sentiment, self.recommend, self.graphs, self.generator, sessions):
             if part is not None and hasattr(part, "close"):
                 part.close()

@@ -79,6 +79,7 @@ class Catalogue:
         triples: ``(m, 3)`` int64 ``(head, relation, tail)`` over entity indices.
         interactions: positive events.
         meta: free-form facts about the source (licence, counts).
+        item_texts: optional descriptions per item (empty list: none), read by the text tower.
     """
 
     name: str
@@ -92,11 +93,14 @@ class Catalogue:
     triples: np.ndarray
     interactions: Interactions
     meta: dict[str, Any] = field(default_factory=dict)
+    item_texts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = self.n_items
         if not (len(self.item_names) == len(self.item_tags) == n):
             raise ValidationError("item_ids, item_names and item_tags must have the same length")
+        if self.item_texts and len(self.item_texts) != n:
+            raise ValidationError("item_texts must be empty or give one text per item")
         if len(self.entity_ids) < n or len(self.entity_names) != len(self.entity_ids):
             raise ValidationError("the first n_items entities must be the items")
         if len(self.interactions) and (
@@ -127,9 +131,12 @@ class Catalogue:
         return self._user_index.get(user_id)
 
     def item_text(self, i: int) -> str:
-        """The text the text tower reads: ``"name. tags: a, b, c"``."""
+        """The text the text tower reads: ``"name. description. tags: a, b, c"``."""
+        head = self.item_names[i]
+        if self.item_texts and self.item_texts[i]:
+            head = f"{head}. {self.item_texts[i][:1000]}"
         tags = ", ".join(self.item_tags[i][:12])
-        return f"{self.item_names[i]}. tags: {tags}" if tags else self.item_names[i]
+        return f"{head}. tags: {tags}" if tags else head
 
     def item_counts(self, interactions: Interactions | None = None) -> np.ndarray:
         """Distinct users per item over ``interactions`` (default: all)."""
@@ -150,7 +157,8 @@ class Catalogue:
             folder / "catalogue.json",
             {"name": self.name, "item_ids": self.item_ids, "item_names": self.item_names,
              "item_tags": self.item_tags, "user_ids": self.user_ids, "entity_ids": self.entity_ids,
-             "entity_names": self.entity_names, "relations": self.relations, "meta": self.meta},
+             "entity_names": self.entity_names, "relations": self.relations, "meta": self.meta,
+             "item_texts": self.item_texts},
         )  # fmt: skip
 
     @classmethod
@@ -170,4 +178,5 @@ class Catalogue:
         return cls(
             meta["name"], meta["item_ids"], meta["item_names"], meta["item_tags"], meta["user_ids"],
             meta["entity_ids"], meta["entity_names"], meta["relations"], triples, inter, meta.get("meta", {}),
+            meta.get("item_texts", []),
         )  # fmt: skip

@@ -7,17 +7,27 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, model_validator
 
 __all__ = [
+    "CatalogueId",
     "ExplanationOut",
+    "FactIn",
     "FeedbackIn",
     "FeedbackRequest",
     "FeedbackResponse",
     "Filters",
+    "InteractionIn",
+    "InteractionsRequest",
+    "InteractionsResponse",
+    "ItemIn",
+    "ItemsRequest",
+    "ItemsResponse",
     "PathStepOut",
     "RecommendRequest",
     "RecommendResponse",
     "RecommendedItem",
+    "RelationIn",
     "SimilarItem",
     "SimilarResponse",
+    "TrainJobOut",
 ]
 
 ID = r"^[A-Za-z0-9._:@/-]{1,128}$"
@@ -113,3 +123,105 @@ class FeedbackRequest(BaseModel):
 class FeedbackResponse(BaseModel):
     accepted: int
     duplicates: int
+
+
+# -- catalogue administration (admin scope) and `kgnlp recommend import` rows ----------------------
+CatalogueId = Annotated[
+    str, Field(min_length=1, max_length=256, pattern=r"^\S(.*\S)?$", description="no leading/trailing spaces")
+]
+RelationName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Text = Annotated[str, Field(max_length=500)]
+MAX_ITEMS_PER_REQUEST = 1000
+MAX_INTERACTIONS_PER_REQUEST = 5000
+
+
+class FactIn(BaseModel):
+    """``item -relation-> entity`` (a genre, category, brand …; created when new)."""
+
+    model_config = {"extra": "forbid"}
+
+    relation: RelationName
+    entity_id: CatalogueId
+    entity_name: Text = ""
+
+
+class ItemIn(BaseModel):
+    """An item of the catalogue: what the text tower reads and the KG facts about it."""
+
+    model_config = {"extra": "forbid"}
+
+    item_id: CatalogueId
+    name: str = Field(min_length=1, max_length=500, pattern=r"\S", description="display name")
+    text: str = Field("", max_length=5000, description="description read by the text tower")
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    facts: list[FactIn] = Field(default_factory=list, max_length=100)
+
+
+class RelationIn(BaseModel):
+    """A KG fact between any two entities (``head`` may be an item or another entity)."""
+
+    model_config = {"extra": "forbid"}
+
+    head: CatalogueId
+    relation: RelationName
+    tail: CatalogueId
+    tail_name: Text = ""
+
+
+def _unique(ids: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for x in ids:
+        if x in seen:
+            raise ValueError(f"{what} {x!r} appears twice in one request")
+        seen.add(x)
+
+
+class ItemsRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    items: list[ItemIn] = Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ItemsRequest:
+        _unique([it.item_id for it in self.items], "item_id")
+        return self
+
+
+class ItemsResponse(BaseModel):
+    added: int
+    updated: int
+    items: int = Field(description="items in the catalogue now")
+
+
+class InteractionIn(BaseModel):
+    """A positive event (play, purchase, view) for the next training run."""
+
+    model_config = {"extra": "forbid"}
+
+    user_id: str = Field(pattern=ID)
+    item_id: CatalogueId
+    weight: float = Field(1.0, gt=0, le=1e9, allow_inf_nan=False, description="play count, quantity …")
+    ts: float | None = Field(None, ge=0, le=1e11, allow_inf_nan=False, description="unix time; default unknown")
+    event_id: str | None = Field(None, pattern=ID, description="makes a retried event count once")
+
+
+class InteractionsRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    interactions: list[InteractionIn] = Field(min_length=1, max_length=MAX_INTERACTIONS_PER_REQUEST)
+
+
+class InteractionsResponse(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+class TrainJobOut(BaseModel):
+    job_id: str
+    status: Literal["running", "succeeded", "failed"]
+    stage: str
+    progress: float
+    started_at: float
+    finished_at: float | None = None
+    result: dict[str, object] | None = None
+    error: str | None = None

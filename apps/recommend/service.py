@@ -18,7 +18,7 @@ from apps.recommend.feedback import FeedbackEvent, FeedbackStore
 from apps.recommend.recommender import Recommender
 from kgnlp.errors import KgnlpError, NotFoundError, OverloadedError, ValidationError
 
-__all__ = ["RecommendResult", "RecommendService", "Recommendation", "load"]
+__all__ = ["RecommendResult", "RecommendService", "Recommendation", "load", "model_info"]
 
 log = logging.getLogger("kgnlp.recommend")
 
@@ -58,11 +58,14 @@ class RecommendService:
         explain_timeout_s: bound on llm explanations.
         llm_items: how many top items get an llm sentence.
         max_k: largest k.
+        hidden: item ids never recommended (deleted from the catalogue since the model was trained).
+        model_info: what ``/health/ready`` shows about the model (version, trained_at …).
     """
 
     def __init__(self, recommender: Recommender, feedback: FeedbackStore, generation: Any = None,
                  adapter: str | None = None, explain: str = "template", explain_timeout_s: float = 3.0,
-                 llm_items: int = 3, max_k: int = 100) -> None:  # fmt: skip
+                 llm_items: int = 3, max_k: int = 100, hidden: set[str] | None = None,
+                 model_info: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.rec = recommender
         self.catalogue = recommender.catalogue
         self.feedback = feedback
@@ -80,6 +83,10 @@ class RecommendService:
         self.explainer = Explainer(c, self.item_users)
         self.item_vectors = recommender.item_vectors()
         self.tag_sets = [{t.lower() for t in tags} for tags in c.item_tags]
+        self.hidden_ids = {x for x in (hidden or set()) if c.item_index(x) is not None}
+        self.hidden = np.zeros(c.n_items, bool)
+        self.hidden[[c.item_index(x) for x in self.hidden_ids]] = True  # type: ignore[index]
+        self.model_info = dict(model_info or {})
         from threadpoolctl import ThreadpoolController
 
         # one request's matrix-vector products are too small for threads: on a busy host, BLAS
@@ -89,12 +96,19 @@ class RecommendService:
     def close(self) -> None:
         self.feedback.close()
 
+    def rebuilt(self, recommender: Recommender, hidden: set[str], model_info: dict[str, Any] | None = None,
+                ) -> RecommendService:  # fmt: skip
+        """The same service over another recommender (a catalogue edit or a retrained model)."""
+        return RecommendService(recommender, self.feedback, self.generation, self.adapter, self.default_explain,
+                                self.explain_timeout_s, self.llm_items, self.max_k, hidden,
+                                self.model_info if model_info is None else model_info)  # fmt: skip
+
     # -- helpers ---------------------------------------------------------------------------------
     def _items(self, ids: list[str], what: str) -> np.ndarray:
         out = []
         for x in ids:
             i = self.catalogue.item_index(x)
-            if i is None:
+            if i is None or self.hidden[i]:
                 raise NotFoundError(f"unknown item id in {what}: {x!r}")
             out.append(i)
         return np.array(out, np.int64)
@@ -134,6 +148,7 @@ class RecommendService:
             scores[ctx.history] = -np.inf
         if len(ctx.skips):
             scores[ctx.skips] = -np.inf
+        scores[self.hidden] = -np.inf
         for x in exclude_items or []:
             i = self.catalogue.item_index(x)
             if i is not None:
@@ -198,12 +213,15 @@ class RecommendService:
             NotFoundError: unknown item.
         """
         i = self.catalogue.item_index(item_id)
-        if i is None:
+        if i is None or self.hidden[i]:
             raise NotFoundError(f"unknown item id: {item_id!r}")
         with self._blas.limit(limits=1, user_api="blas"):
             sims = self.item_vectors @ self.item_vectors[i]
         sims[i] = -np.inf
-        k = min(k, len(sims) - 1)
+        sims[self.hidden] = -np.inf
+        k = min(k, int(np.isfinite(sims).sum()))
+        if k == 0:
+            return []
         top = np.argpartition(-sims, k - 1)[:k]
         top = top[np.argsort(-sims[top], kind="stable")]
         return [(int(j), float(sims[j])) for j in top]
@@ -211,13 +229,33 @@ class RecommendService:
     def add_feedback(self, events: list[FeedbackEvent]) -> int:
         """Store events (unknown items → 404, nothing stored); returns how many were new."""
         for e in events:
-            if self.catalogue.item_index(e.item_id) is None:
+            i = self.catalogue.item_index(e.item_id)
+            if i is None or self.hidden[i]:
                 raise NotFoundError(f"unknown item id in feedback: {e.item_id!r}")
         return self.feedback.add(events)
 
 
+def model_info(folder: Path) -> dict[str, Any]:
+    """What ``/health/ready`` shows about a trained model: version, when it was trained, on how much."""
+    import json
+
+    meta = json.loads((Path(folder) / "meta.json").read_text(encoding="utf-8"))
+    info = {k: meta.get(k) for k in ("version", "trained_at", "interactions", "train_seconds")}
+    if info["version"] is None and meta.get("fingerprint"):
+        info["version"] = str(meta["fingerprint"])[:12]
+    if info["trained_at"]:
+        info["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(info["trained_at"])))
+    return info
+
+
 def load(settings: Settings, services: Any) -> Component:
-    """Load the trained recommender onto ``services.recommend`` (``not_configured`` until built)."""
+    """Load the trained recommender onto ``services.recommend`` (``not_configured`` until built).
+
+    The catalogue's graph is the truth: items added to it since training are served cold and
+    deleted ones hidden (see :class:`apps.recommend.catalogue_admin.CatalogueAdmin`).
+    """
+    from apps.recommend.catalogue_admin import CatalogueAdmin
+    from apps.recommend.interactions import InteractionLog
     from apps.recommend.setup import model_dir
 
     cfg = settings.recommend
@@ -232,9 +270,18 @@ def load(settings: Settings, services: Any) -> Component:
     gen = getattr(services, "generator", None)
     if gen is not None and cfg.adapter in gen.adapter_names():
         adapter = cfg.adapter
-    services.recommend = RecommendService(rec, store, getattr(services, "generation", None), adapter, cfg.explain,
-                                          cfg.explain_timeout_s, cfg.llm_items, cfg.max_k)  # fmt: skip
+    svc = RecommendService(rec, store, getattr(services, "generation", None), adapter, cfg.explain,
+                           cfg.explain_timeout_s, cfg.llm_items, cfg.max_k,
+                           model_info=model_info(Path(folder)))  # fmt: skip
+    graphs = getattr(services, "graphs", None)
+    if graphs is not None:
+        admin = CatalogueAdmin(services, cfg.catalogue, graphs, InteractionLog(settings.db_url).open(),
+                               getattr(services, "embedder", None), settings.home)  # fmt: skip
+        services.recommend_admin = admin
+        svc = admin.reconcile(svc)
+    services.recommend = svc
     return Component("recommend", "ready", {
-        "catalogue": rec.catalogue.name, "items": rec.catalogue.n_items, "users": rec.catalogue.n_users,
-        "models": list(rec.models), "ranker_features": rec.ranker.features if rec.ranker else [],
-        "explanations": cfg.explain, "adapter": adapter, "load_s": round(time.perf_counter() - t0, 2)})  # fmt: skip
+        "catalogue": rec.catalogue.name, "items": svc.catalogue.n_items - len(svc.hidden_ids),
+        "users": rec.catalogue.n_users, "models": list(rec.models),
+        "ranker_features": rec.ranker.features if rec.ranker else [], "explanations": cfg.explain, "adapter": adapter,
+        **svc.model_info, "load_s": round(time.perf_counter() - t0, 2)})  # fmt: skip

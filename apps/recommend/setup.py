@@ -1,8 +1,11 @@
 """Build and train the served recommender under ``KGNLP_HOME/recommend/<catalogue>`` (idempotent).
 
-``synthetic`` needs nothing but the code (the ``make serve`` demo); ``lastfm`` reads
-``../shared/data`` (non-commercial data, never shipped). Feedback plays stored by the service are
-merged into the events of the next run (new users are appended to the catalogue).
+Training reads the catalogue from its graph (``recommend-<catalogue>``, see
+:mod:`apps.recommend.catalogue_graph`) and its events from the interaction log. The built-in
+catalogues are loaded into both the first time: ``synthetic`` needs nothing but the code (the
+``make serve`` demo); ``lastfm`` reads ``../shared/data`` (non-commercial data, never shipped).
+Any other name is a catalogue imported with ``kgnlp recommend import``. Feedback plays stored by
+the service are merged into the events of the next run (new users are appended to the catalogue).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,15 +23,30 @@ from typing import Any
 import numpy as np
 
 from apps.recommend.data import Catalogue, Interactions
+from apps.recommend.interactions import InteractionLog
 from apps.recommend.models.text import encode_items
 from apps.recommend.splits import per_user_split
 from apps.recommend.train import FitConfig, contexts_for, fit_base, fit_ranker_topk
-from kgnlp.errors import ConfigurationError
+from kgnlp.errors import ConfigurationError, ValidationError
 from kgnlp.files import atomic_dir
 
-__all__ = ["build_catalogue", "merge_feedback", "model_dir", "train_model"]
+__all__ = ["BUILTIN", "build_catalogue", "check_catalogue_name", "load_catalogue", "merge_feedback", "model_dir",
+           "train_model"]  # fmt: skip
 
 log = logging.getLogger("kgnlp.recommend")
+BUILTIN = ("synthetic", "lastfm")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+
+
+def check_catalogue_name(name: str) -> str:
+    """Return ``name`` when it is a valid catalogue name (it names a graph and a folder).
+
+    Raises:
+        ValidationError: anything but 1-48 lowercase letters, digits, ``-`` and ``_``.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValidationError(f"catalogue name must be 1-48 lowercase letters, digits, '-' or '_', got {name!r}")
+    return name
 
 
 def model_dir(home: Path, catalogue: str) -> Path:
@@ -52,6 +71,46 @@ def build_catalogue(name: str, source: Path | None = None) -> Catalogue:
 
         return load_lastfm(source)
     raise ConfigurationError(f"catalogue must be 'synthetic' or 'lastfm', got {name!r}")
+
+
+def load_catalogue(graphs: Any, interactions: InteractionLog, name: str, source: Path | None = None,
+                   report: Callable[[str], None] = log.info) -> Catalogue:  # fmt: skip
+    """The catalogue ``name`` as its graph and the interaction log hold it.
+
+    A built-in catalogue whose graph holds no item yet is written into both first (idempotent).
+
+    Args:
+        graphs: a ``GraphRegistry``.
+        interactions: the interaction log.
+        name: catalogue name.
+        source: shared data root (``lastfm``'s first load).
+
+    Raises:
+        NotFoundError: an imported catalogue that has no items.
+        ConfigurationError: ``lastfm``'s first load without a source.
+    """
+    from apps.recommend.catalogue_graph import (
+        ITEM_TYPE,
+        catalogue_rows,
+        catalogue_store,
+        read_catalogue,
+        write_catalogue,
+    )
+
+    check_catalogue_name(name)
+    store = catalogue_store(graphs, name, create=True)
+    if name in BUILTIN and not store.stats().entity_types.get(ITEM_TYPE):
+        built = build_catalogue(name, source)
+        t0 = time.perf_counter()
+        write_catalogue(store, built, source=name)
+        interactions.add(name, catalogue_rows(built))
+        report(f"catalogue {name}: {built.n_items} items, {len(built.triples)} facts and "
+               f"{len(built.interactions)} events loaded into graph {store.backend} in "
+               f"{time.perf_counter() - t0:.1f}s")  # fmt: skip
+        meta = built.meta
+    else:
+        meta = {"source": f"imported into graph recommend-{name}"}
+    return read_catalogue(store, name, interactions.rows(name), meta)
 
 
 def merge_feedback(catalogue: Catalogue, events: list[tuple[str, str, float]]) -> Catalogue:
@@ -82,38 +141,60 @@ def _fingerprint(catalogue: Catalogue, cfg: FitConfig) -> str:
     inter = catalogue.interactions
     for arr in (inter.users, inter.items, catalogue.triples):
         h.update(np.ascontiguousarray(arr).tobytes())
-    h.update(json.dumps([catalogue.item_names, catalogue.item_tags, catalogue.user_ids]).encode())
+    h.update(json.dumps([catalogue.item_ids, catalogue.item_names, catalogue.item_tags, catalogue.item_texts,
+                         catalogue.user_ids]).encode())  # fmt: skip
     h.update(repr((cfg.dim, cfg.layers, cfg.seed, cfg.bpr, cfg.lightgcn, cfg.kg, cfg.text)).encode())
     return h.hexdigest()[:16]
 
 
 def train_model(home: Path, name: str, embedder: Any, source: Path | None = None,
                 feedback: list[tuple[str, str, float]] | None = None, cfg: FitConfig | None = None,
-                force: bool = False, report: Callable[[str], None] = log.info) -> dict[str, Any]:  # fmt: skip
+                force: bool = False, report: Callable[[str], None] = log.info, graphs: Any = None,
+                interactions: InteractionLog | None = None) -> dict[str, Any]:  # fmt: skip
     """Train the served model: base models on 80 % of each user's items, the ranker on the other 20 %.
+
+    The catalogue is read from its graph and the interaction log (see :func:`load_catalogue`).
 
     Args:
         home: kgnlp home.
-        name: ``synthetic`` or ``lastfm``.
+        name: ``synthetic``, ``lastfm`` or an imported catalogue.
         embedder: a loaded SentenceTransformer (item texts).
         source: shared data root (``lastfm``).
         feedback: positive feedback events to merge in.
         cfg: model sizes and budgets (default :class:`FitConfig`).
         force: retrain even when nothing changed.
         report: progress callback.
+        graphs: a ``GraphRegistry`` (default: the embedded graphs under ``home/graphs``).
+        interactions: the interaction log (default: the one in the home's state database).
 
     Returns:
-        ``{"status": "trained"|"unchanged", "dir", "items", "users", "interactions", "seconds", ...}``.
+        ``{"status": "trained"|"unchanged", "dir", "items", "users", "interactions", "version", ...}``.
     """
+    import contextlib
+
     cfg = cfg or FitConfig()
-    catalogue = merge_feedback(build_catalogue(name, source), feedback or [])
+    with contextlib.ExitStack() as stack:
+        if graphs is None:
+            from kg.registry import GraphRegistry
+
+            graphs = stack.enter_context(GraphRegistry(Path(home) / "graphs"))
+        if interactions is None:
+            from apps.core.settings import load_settings
+
+            interactions = stack.enter_context(InteractionLog(load_settings(home=home).db_url))
+        t_load = time.perf_counter()
+        catalogue = load_catalogue(graphs, interactions, name, source, report)
+        report(f"catalogue {name}: read {catalogue.n_items} items, {len(catalogue.triples)} facts, "
+               f"{len(catalogue.interactions)} events in {time.perf_counter() - t_load:.1f}s")  # fmt: skip
+    catalogue = merge_feedback(catalogue, feedback or [])
     out = model_dir(home, name)
     fp = _fingerprint(catalogue, cfg)
     meta_file = out / "meta.json"
     if not force and meta_file.is_file() and (out / "ranker.json").is_file():
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         if meta.get("fingerprint") == fp:
-            return {"status": "unchanged", "dir": str(out), **{k: meta[k] for k in ("items", "users", "interactions")}}
+            keep = ("items", "users", "interactions", "version", "trained_at")
+            return {"status": "unchanged", "dir": str(out), **{k: meta.get(k) for k in keep}}
     t0 = time.perf_counter()
     texts = [catalogue.item_text(i) for i in range(catalogue.n_items)]
     text = encode_items(texts, embedder, Path(home) / "recommend" / "cache")
@@ -130,7 +211,7 @@ def train_model(home: Path, name: str, embedder: Any, source: Path | None = None
     seconds = round(time.perf_counter() - t0, 1)
     meta = {"fingerprint": fp, "catalogue": name, "items": catalogue.n_items, "users": catalogue.n_users,
             "interactions": len(catalogue.interactions), "feedback_events": len(feedback or []),
-            "train_seconds": seconds, "trained_at": time.time()}  # fmt: skip
+            "train_seconds": seconds, "trained_at": time.time(), "version": fp[:12]}  # fmt: skip
     with atomic_dir(out) as tmp:
         rec.save(tmp, meta)
     return {"status": "trained", "dir": str(out), **meta}
