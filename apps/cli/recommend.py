@@ -12,7 +12,7 @@ from kgnlp.files import default_home
 
 __all__ = ["app"]
 
-app = typer.Typer(help="The recommend app: setup (demo), train, evaluate.", no_args_is_help=True)
+app = typer.Typer(help="The recommend app: setup (demo), import, export, train, evaluate.", no_args_is_help=True)
 HomeOption = typer.Option(None, "--home", envvar="KGNLP_HOME", help="kgnlp home (default ~/.cache/kgnlp)")
 SourceOption = typer.Option(None, help="shared data root with hetrec2011-lastfm-2k/ and kgcn-music-kg/ (lastfm)")
 KgOption = typer.Option(
@@ -73,7 +73,7 @@ def setup(
 
 @app.command()
 def train(
-    catalogue: str = typer.Option("synthetic", help="synthetic | lastfm"),
+    catalogue: str = typer.Option("synthetic", help="synthetic | lastfm | an imported catalogue"),
     source: Path | None = SourceOption,
     with_feedback: bool = typer.Option(True, help="merge stored feedback plays into the training events"),
     force: bool = typer.Option(False, help="retrain even when up to date"),
@@ -113,3 +113,60 @@ def evaluate(
     if protocol in ("topk", "both"):
         out["topk"] = evaluate_topk(cat, text, cfg, k=k, report=typer.echo)
     typer.echo(json.dumps(out, indent=2))
+
+
+def _registry(home: Path) -> Any:
+    from apps.core.services import open_graph_registry
+    from apps.core.settings import load_settings
+
+    settings = load_settings(home=home)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return settings, open_graph_registry(settings)
+
+
+@app.command("import")
+def import_(
+    catalogue: str = typer.Argument(..., help="catalogue name (new or existing): 1-48 of a-z 0-9 - _"),
+    items: Path | None = typer.Option(None, help="items .csv/.jsonl: item_id, name, text, tags (a;b), attributes"),
+    relations: Path | None = typer.Option(None, help="facts .csv/.jsonl: head, relation, tail, tail_name"),
+    interactions: Path | None = typer.Option(None, help="events .csv/.jsonl: user_id, item_id, weight, ts, event_id"),
+    home: Path | None = HomeOption,
+) -> None:
+    """Import a catalogue into its graph and the interaction log (validated first; re-running changes nothing).
+
+    Then: kgnlp recommend train --catalogue NAME, and serve it with KGNLP_RECOMMEND__CATALOGUE=NAME.
+    """
+    from apps.recommend.catalogue_graph import catalogue_store
+    from apps.recommend.importer import CatalogueFiles, apply_import, read_import
+    from apps.recommend.interactions import InteractionLog
+    from apps.recommend.setup import check_catalogue_name
+
+    check_catalogue_name(catalogue)
+    if items is None and relations is None and interactions is None:
+        raise typer.BadParameter("give at least one of --items, --relations, --interactions")
+    settings, graphs = _registry(home or default_home())
+    with graphs, InteractionLog(settings.db_url) as log:
+        store = catalogue_store(graphs, catalogue, create=True)
+        batch = read_import(CatalogueFiles(items, relations, interactions), store)
+        typer.echo(json.dumps({"catalogue": catalogue, **apply_import(batch, store, log, catalogue)}))
+
+
+@app.command()
+def export(
+    catalogue: str = typer.Argument(..., help="synthetic | lastfm | an imported catalogue"),
+    out: Path = typer.Option(..., help="folder for items.jsonl, relations.csv, interactions.csv"),
+    source: Path | None = SourceOption,
+    home: Path | None = HomeOption,
+) -> None:
+    """Write a catalogue as import files (the import format by example; a subset to import as a new catalogue)."""
+    from apps.recommend.importer import write_files
+    from apps.recommend.interactions import InteractionLog
+    from apps.recommend.setup import load_catalogue
+
+    settings, graphs = _registry(home or default_home())
+    with graphs, InteractionLog(settings.db_url) as log:
+        cat = load_catalogue(graphs, log, catalogue, source, report=typer.echo)
+    files = write_files(cat, out)
+    typer.echo(json.dumps({"items": str(files.items), "relations": str(files.relations),
+                           "interactions": str(files.interactions), "n_items": cat.n_items,
+                           "n_interactions": len(cat.interactions)}))  # fmt: skip

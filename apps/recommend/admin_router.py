@@ -48,8 +48,7 @@ AdminDep = Annotated[CatalogueAdmin, Depends(get_admin)]
 @router.put("/items", response_model=ItemsResponse)
 async def upsert_items(body: ItemsRequest, admin: AdminDep) -> ItemsResponse:
     """Add or update items (and their facts) in the catalogue's graph; served at once."""
-    items = [NewItem(it.item_id, it.name.strip(), list(it.tags), it.text,
-                     [(f.relation, f.entity_id, f.entity_name) for f in it.facts]) for it in body.items]  # fmt: skip
+    items = [NewItem(it.item_id, it.name.strip(), list(it.tags), it.text, it.all_facts()) for it in body.items]
     out = await asyncio.to_thread(admin.upsert_items, items)
     return ItemsResponse(**out)
 

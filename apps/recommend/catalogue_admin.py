@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from apps.recommend.catalogue_graph import ITEM_TYPE, catalogue_store, item_entity
+from apps.recommend.catalogue_graph import ITEM_TYPE, catalogue_store, entity_type, item_entity
 from apps.recommend.cold_start import NewItem, add_items, text_tower_map
 from apps.recommend.interactions import InteractionLog, InteractionRow
 from apps.recommend.jobs import Progress, TrainingJobs
@@ -44,16 +44,18 @@ class CatalogueAdmin:
         interactions: the interaction log.
         embedder: the sentence embedder the model was trained with (None: no cold items).
         home: kgnlp home (where models are trained).
+        fit: model sizes and budgets of training jobs (default ``FitConfig()``).
     """
 
     def __init__(self, services: Any, catalogue: str, graphs: Any, interactions: InteractionLog, embedder: Any,
-                 home: Path) -> None:  # fmt: skip
+                 home: Path, fit: Any = None) -> None:  # fmt: skip
         self.services = services
         self.name = catalogue
         self.graphs = graphs
         self.interactions = interactions
         self.embedder = embedder
         self.home = Path(home)
+        self.fit = fit
         self.jobs = TrainingJobs(self._train)
         self._edit = threading.Lock()  # one read-modify-swap at a time
         self._tower: tuple[int, np.ndarray] | None = None  # (id of the recommender, its text-tower map)
@@ -106,7 +108,7 @@ class CatalogueAdmin:
             for it in items:
                 entities.append(item_entity(it.item_id, it.name, it.tags, it.text, source="api"))
                 for rel, eid, ename in it.facts:
-                    entities.append(Entity(id=eid, name=ename, source="api"))
+                    entities.append(Entity(id=eid, type=entity_type(eid), name=ename or eid, source="api"))
                     relations.append(Relation(it.item_id, rel, eid, source="api"))
             store = self.store
             store.upsert(_dedupe_entities(store, entities), relations, create_missing=False)  # all or nothing
@@ -200,7 +202,7 @@ class CatalogueAdmin:
 
         progress("catalogue", 0.0)
         feedback = self.services.recommend.feedback.positives()
-        info = train_model(self.home, self.name, self.embedder, feedback=feedback, report=report,
+        info = train_model(self.home, self.name, self.embedder, feedback=feedback, cfg=self.fit, report=report,
                            graphs=self.graphs, interactions=self.interactions)  # fmt: skip
         progress("swap", 0.95)
         folder = Path(self.services.settings.recommend.model_dir or model_dir(self.home, self.name))

@@ -23,8 +23,8 @@ from apps.recommend.interactions import InteractionRow
 from kg.store import Entity, GraphStore, Relation, UpsertResult
 from kgnlp.errors import NotFoundError
 
-__all__ = ["ITEM_TYPE", "catalogue_rows", "catalogue_store", "graph_name", "item_entity", "read_catalogue",
-           "write_catalogue"]  # fmt: skip
+__all__ = ["ITEM_TYPE", "catalogue_rows", "catalogue_store", "entity_type", "graph_name", "item_entity",
+           "read_catalogue", "write_catalogue"]  # fmt: skip
 
 ITEM_TYPE = "Item"
 _DAY = 86400.0
@@ -53,7 +53,7 @@ def item_entity(item_id: str, name: str, tags: Sequence[str] = (), text: str = "
     return Entity(id=item_id, type=ITEM_TYPE, name=name, attributes=attrs, source=source)
 
 
-def _entity_type(entity_id: str) -> str:
+def entity_type(entity_id: str) -> str:
     """``genre:jazz`` → ``genre``; ids without a prefix are plain ``Entity`` nodes."""
     prefix, sep, _ = entity_id.partition(":")
     return prefix if sep and prefix.isidentifier() else "Entity"
@@ -66,7 +66,7 @@ def write_catalogue(store: GraphStore, catalogue: Catalogue, source: str = "") -
     gid = [*c.item_ids, *c.entity_ids[n:]]
     entities = [item_entity(c.item_ids[i], c.item_names[i], c.item_tags[i], c.item_texts[i] if c.item_texts else "",
                             source=source) for i in range(n)]  # fmt: skip
-    entities += [Entity(id=gid[j], type=_entity_type(gid[j]), name=c.entity_names[j], source=source)
+    entities += [Entity(id=gid[j], type=entity_type(gid[j]), name=c.entity_names[j], source=source)
                  for j in range(n, c.n_entities)]  # fmt: skip
     relations = [Relation(gid[h], c.relations[r], gid[t], source=source) for h, r, t in c.triples.tolist()]
     return store.upsert(entities, relations, create_missing=False)

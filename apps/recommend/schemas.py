@@ -154,7 +154,17 @@ class ItemIn(BaseModel):
     name: str = Field(min_length=1, max_length=500, pattern=r"\S", description="display name")
     text: str = Field("", max_length=5000, description="description read by the text tower")
     tags: list[Tag] = Field(default_factory=list, max_length=50)
+    attributes: dict[RelationName, Text] = Field(
+        default_factory=dict, max_length=50,
+        description="attribute -> value, each a fact `item -attribute-> attribute:value` (brand, category …)",
+    )  # fmt: skip
     facts: list[FactIn] = Field(default_factory=list, max_length=100)
+
+    def all_facts(self) -> list[tuple[str, str, str]]:
+        """``(relation, entity id, entity name)`` of the facts and the non-empty attributes."""
+        out = [(f.relation, f.entity_id, f.entity_name) for f in self.facts]
+        out += [(k, f"{k}:{v.strip()}", v.strip()) for k, v in self.attributes.items() if v.strip()]
+        return list(dict.fromkeys(out))
 
 
 class RelationIn(BaseModel):

@@ -164,8 +164,8 @@ def train_model(home: Path, name: str, embedder: Any, source: Path | None = None
         cfg: model sizes and budgets (default :class:`FitConfig`).
         force: retrain even when nothing changed.
         report: progress callback.
-        graphs: a ``GraphRegistry`` (default: the embedded graphs under ``home/graphs``).
-        interactions: the interaction log (default: the one in the home's state database).
+        graphs: a ``GraphRegistry`` (default: the one the settings of ``home`` configure).
+        interactions: the interaction log (default: the one in the settings' state database).
 
     Returns:
         ``{"status": "trained"|"unchanged", "dir", "items", "users", "interactions", "version", ...}``.
@@ -174,14 +174,14 @@ def train_model(home: Path, name: str, embedder: Any, source: Path | None = None
 
     cfg = cfg or FitConfig()
     with contextlib.ExitStack() as stack:
-        if graphs is None:
-            from kg.registry import GraphRegistry
-
-            graphs = stack.enter_context(GraphRegistry(Path(home) / "graphs"))
-        if interactions is None:
+        if graphs is None or interactions is None:
+            from apps.core.services import open_graph_registry
             from apps.core.settings import load_settings
 
-            interactions = stack.enter_context(InteractionLog(load_settings(home=home).db_url))
+            settings = load_settings(home=home)
+            settings.home.mkdir(parents=True, exist_ok=True)
+            graphs = graphs or stack.enter_context(open_graph_registry(settings))
+            interactions = interactions or stack.enter_context(InteractionLog(settings.db_url))
         t_load = time.perf_counter()
         catalogue = load_catalogue(graphs, interactions, name, source, report)
         report(f"catalogue {name}: read {catalogue.n_items} items, {len(catalogue.triples)} facts, "
