@@ -4,9 +4,11 @@ A new (or edited) item gets:
 
 - its text vector (the sentence embedder) and its text-tower vector: the tower is linear in the
   text vector, so its map is recovered exactly from the trained items by least squares;
-- a KG vector: the mean KG vector of the trained items that share a graph neighbour with it
-  (same genre, category, brand …), zero when it has none;
-- zero collaborative (BPR, LightGCN) vectors, popularity and recency: nobody played it yet.
+- its KG, BPR and LightGCN vectors and its popularity from its graph neighbours: the weighted mean
+  over the trained items that share an entity with it (same genre, category, brand …), each
+  shared entity weighing ``1/degree`` (a rare shared label says more than a common country).
+  Without neighbours these are zero (the floor for popularity): only its text speaks for it;
+- zero recency: nobody played it yet.
 
 The next training run learns it like any other item.
 """
@@ -104,35 +106,33 @@ def add_items(rec: Recommender, items: Sequence[NewItem], text_vectors: np.ndarr
                         item_texts=texts if any(texts) else [])  # fmt: skip
     text = np.concatenate([rec.text, np.zeros((shift, rec.text.shape[1]), np.float32)])
     text[rows] = text_vectors
+    weights = _neighbour_weights(catalogue, range(n_old, n_new), n_old)  # (shift, n_old)
+    has = weights.sum(1) > 0
+    weights[has] /= weights[has].sum(1, keepdims=True)
     models = {}
     for name, m in rec.models.items():
-        vec = np.concatenate([m.items, np.zeros((shift, m.items.shape[1]), np.float32)])
+        vec = np.concatenate([m.items, weights @ m.items]).astype(np.float32)
         if name == "text_tower":
             vec[rows] = np.concatenate([text[rows], np.ones((len(rows), 1), np.float32)], 1) @ tower_map
-        elif name == "kg" and shift:
-            vec[n_old:] = _kg_vectors(catalogue, list(range(n_old, n_new)), m.items, n_old)
         models[name] = EmbeddingModel(name, m.users, vec, m.info)
     floor = float(rec.popularity.min()) if len(rec.popularity) else 0.0
-    popularity = np.concatenate([rec.popularity, np.full(shift, floor, np.float32)])
+    popularity = np.concatenate([rec.popularity, np.where(has, weights @ rec.popularity, floor)]).astype(np.float32)
     recency = np.concatenate([rec.recency, np.zeros(shift, np.float32)])
     return Recommender(catalogue, models, popularity, text, recency, rec.ranker)
 
 
-def _kg_vectors(catalogue: Catalogue, rows: list[int], trained: np.ndarray, n_trained: int) -> np.ndarray:
-    """Mean trained KG vector of the items that share an entity (as the tail of their facts) with each of ``rows``."""
+def _neighbour_weights(catalogue: Catalogue, rows: range, n_trained: int) -> np.ndarray:
+    """``(len(rows), n_trained)``: how strongly each new item is tied to each trained item through shared entities."""
     triples, n_items = catalogue.triples, catalogue.n_items
-    item_side = triples[:, 0] < n_items
+    item_side = (triples[:, 0] < n_items) & (triples[:, 2] >= n_items)
     heads, tails = triples[item_side, 0], triples[item_side, 2]
     by_entity: dict[int, set[int]] = {}
     for h, t in zip(heads.tolist(), tails.tolist(), strict=True):
-        if h < n_trained:
-            by_entity.setdefault(t, set()).add(h)
-    out = np.zeros((len(rows), trained.shape[1]), np.float32)
+        by_entity.setdefault(t, set()).add(h)
+    out = np.zeros((len(rows), n_trained), np.float32)
     for k, i in enumerate(rows):
-        peers: set[int] = set()
-        for t in tails[heads == i].tolist():
-            peers |= by_entity.get(t, set())
-        peers.discard(i)
-        if peers:
-            out[k] = trained[sorted(peers)].mean(0)
+        for t in set(tails[heads == i].tolist()):
+            peers = [j for j in by_entity.get(t, ()) if j < n_trained]
+            if peers:
+                out[k, peers] += 1.0 / len(by_entity[t])
     return out

@@ -207,9 +207,12 @@ def test_new_items_get_text_tower_and_graph_neighbour_vectors(synthetic: Catalog
     n = synthetic.n_items
     assert c2.n_items == n + 1 and c2.item_index("item:new") == n
     assert c2.item_ids[:n] == synthetic.item_ids  # old indices unchanged
-    np.testing.assert_allclose(out.models["kg"].items[n], rec.models["kg"].items[peers].mean(0), rtol=1e-5)  # type: ignore[attr-defined]
     np.testing.assert_allclose(out.models["text_tower"].items[n], vec[0] @ m[:-1] + m[-1], rtol=1e-4)
-    assert not out.models["bpr"].items[n].any() and out.popularity[n] == rec.popularity.min()  # type: ignore[attr-defined]
+    for name in ("kg", "bpr", "lightgcn"):  # collaborative vectors and popularity from its graph neighbours
+        np.testing.assert_allclose(out.models[name].items[n], rec.models[name].items[peers].mean(0), rtol=1e-5)  # type: ignore[attr-defined]
+    assert out.popularity[n] == pytest.approx(rec.popularity[peers].mean())  # type: ignore[attr-defined]
+    alone = add_items(rec, [NewItem("item:alone", "Alone", facts=[("label", "label:none", "")])], vec, m)  # type: ignore[arg-type]
+    assert not alone.models["kg"].items[n].any() and alone.popularity[n] == rec.popularity.min()  # type: ignore[attr-defined]
     assert _facts(synthetic) | {("item:new", "genre", genre), ("item:new", "label", "label:new")} == _facts(c2)
     assert c2.item_text(n) == "New Quartet. a jazz quartet. tags: saxophone"
     assert np.isfinite(out.score(out.context(np.array([n, 0])))).all()
