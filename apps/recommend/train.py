@@ -77,6 +77,12 @@ def _fit_base(catalogue: Catalogue, train: Interactions, text: np.ndarray, cfg: 
               report: Callable[[str], None]) -> Recommender:  # fmt: skip
     torch.manual_seed(cfg.seed)
     nu, ni = catalogue.n_users, catalogue.n_items
+    # train_bpr seeds from its TrainConfig: offset those by cfg.seed so that FitConfig.seed varies every model
+    # (seed 0 keeps the configured seeds)
+    from dataclasses import replace
+
+    cfg = replace(cfg, **{k: replace(getattr(cfg, k), seed=getattr(cfg, k).seed + cfg.seed)
+                          for k in ("bpr", "lightgcn", "kg", "text")})  # fmt: skip
     models = {}
     t0 = time.perf_counter()
     models["bpr"] = train_bpr(BPRMF(nu, ni, cfg.dim), train, ni, cfg.bpr, "bpr")
