@@ -23,7 +23,7 @@ from apps.recommend.interactions import InteractionLog, InteractionRow
 from apps.recommend.jobs import Progress, TrainingJobs
 from apps.recommend.recommender import Recommender
 from kg.store import Entity, Relation
-from kgnlp.errors import ModelUnavailableError, NotFoundError
+from kgnlp.errors import ModelUnavailableError, NotFoundError, StoreError
 
 __all__ = ["CatalogueAdmin"]
 
@@ -149,8 +149,16 @@ class CatalogueAdmin:
 
     # -- catalogue vs model -----------------------------------------------------------------
     def reconcile(self, svc: Any) -> Any:
-        """``svc`` with the graph's current items: those added since training served cold, deleted ones hidden."""
-        store = self.store
+        """``svc`` with the graph's current items: those added since training served cold, deleted ones hidden.
+
+        A catalogue without a graph (a model trained before catalogues lived in graphs, or a
+        read-only replica before the graph exists) is served as trained.
+        """
+        try:
+            store = catalogue_store(self.graphs, self.name)
+        except (NotFoundError, StoreError) as e:
+            log.warning("recommend: catalogue graph unavailable, serving the model as trained (%s)", e)
+            return svc
         graph_items = {e.id: e for e in store.iter_entities() if e.type == ITEM_TYPE}
         if not graph_items:  # a model without its graph (trained before graphs held catalogues)
             return svc

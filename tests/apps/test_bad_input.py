@@ -52,6 +52,9 @@ ROUTES = [
     Route("/recommend", {"user_id": "hostile-user", "k": 5}, ("user_id",), ("k",), component="recommend"),
     Route("/feedback", {"events": [{"user_id": "u1", "item_id": "i1", "event": "play", "event_id": "hostile-1"}]},
           ("events", 0, "item_id"), ("events", 0, "ts"), component="recommend"),
+    Route("/admin/recommend/interactions",
+          {"interactions": [{"user_id": "u1", "item_id": "i1", "weight": 2, "event_id": "hostile-1"}]},
+          ("interactions", 0, "item_id"), ("interactions", 0, "weight"), component="recommend"),
     Route("/admin/keys", {"name": "hostile", "scopes": ["read"]}, ("name",)),
     Route("/admin/corpora/retail/documents", {"documents": [{"id": "hostile-doc-1", "text": "How to get a refund."}]},
           ("documents", 0, "text"), component="retrieval"),
@@ -156,12 +159,13 @@ def row_counts(settings: Any) -> dict[str, Any]:
 
 
 def _real_body(svc: Service, route: Route) -> Route:
-    """The route with a body the running service accepts (feedback must name a catalogue item)."""
-    if route.path != "/feedback" or not _component_ready(svc, "recommend"):
+    """The route with a body the running service accepts (feedback and events must name a catalogue item)."""
+    if route.path not in ("/feedback", "/admin/recommend/interactions") or not _component_ready(svc, "recommend"):
         return route
     probe = {"user_id": "probe", "k": 1, "explain": "none"}
     items = httpx.post(f"{svc.url}/recommend", json=probe, timeout=60).json()["items"]
-    return Route(route.path, _set(route.body, ("events", 0, "item_id"), items[0]["item_id"]), route.text,
+    where = ("events", 0, "item_id") if route.path == "/feedback" else ("interactions", 0, "item_id")
+    return Route(route.path, _set(route.body, where, items[0]["item_id"]), route.text,
                  route.number, route.component, route.needs_generator, route.extra_ignored)  # fmt: skip
 
 

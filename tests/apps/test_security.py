@@ -110,6 +110,11 @@ EXPECTED: dict[tuple[str, str], Scope | None] = {
     ("GET", "/admin/adapters"): ADMIN,
     ("POST", "/admin/adapters"): ADMIN,
     ("DELETE", "/admin/adapters/{name}"): ADMIN,
+    ("PUT", "/admin/recommend/items"): ADMIN,
+    ("DELETE", "/admin/recommend/items/{item_id}"): ADMIN,
+    ("POST", "/admin/recommend/interactions"): ADMIN,
+    ("POST", "/admin/recommend/train"): ADMIN,
+    ("GET", "/admin/recommend/train/{job_id}"): ADMIN,
     ("POST", "/admin/corpora/{name}/documents"): ADMIN,
     ("DELETE", "/admin/corpora/{name}/documents/{doc_id}"): ADMIN,
 }
