@@ -65,7 +65,21 @@ class CatalogueAdmin:
 
     @property
     def store(self) -> Any:
-        return catalogue_store(self.graphs, self.name, create=True)
+        """The catalogue's graph for writing; seeded from the served model when it has no items yet.
+
+        (A model trained before catalogues lived in graphs, or served from a copied folder: the
+        first edit must not leave a graph that holds only the edited items.)
+        """
+        store = catalogue_store(self.graphs, self.name, create=True)
+        if not store.stats().entity_types.get(ITEM_TYPE):
+            from apps.recommend.catalogue_graph import catalogue_rows, write_catalogue
+
+            served = self.services.recommend.catalogue
+            write_catalogue(store, served, source=f"model:{self.name}")
+            if self.interactions.count(self.name) == 0:
+                self.interactions.add(self.name, catalogue_rows(served))
+            log.info("recommend: graph %s seeded from the served model (%d items)", store.backend, served.n_items)
+        return store
 
     # -- items ------------------------------------------------------------------------------
     def _encode(self, items: Sequence[NewItem], rec: Recommender) -> np.ndarray:

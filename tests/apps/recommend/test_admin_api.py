@@ -190,3 +190,26 @@ def test_retraining_runs_beside_serving_swaps_atomically_and_refuses_a_second_jo
     assert body["cold_start"] is False and not set(played) & set(_ids(body))
     # items added before training survive it (they are in the graph); a deleted one stays deleted
     assert services.recommend.catalogue.item_index("item:cold-doom") is not None
+
+
+def test_a_model_without_its_graph_seeds_the_graph_on_the_first_edit(api: dict[str, Any], tmp_path: Path) -> None:
+    """A model trained before catalogues lived in graphs: the first edit must not leave a one-item graph."""
+    from types import SimpleNamespace
+
+    from apps.recommend.catalogue_admin import CatalogueAdmin
+    from apps.recommend.cold_start import NewItem
+    from apps.recommend.interactions import InteractionLog
+    from kg.registry import GraphRegistry
+
+    services = api["services"]
+    served = services.recommend
+    fake = SimpleNamespace(recommend=served.rebuilt(served.rec, set()), settings=services.settings, components={})
+    with GraphRegistry(tmp_path / "graphs") as graphs, InteractionLog(f"sqlite:///{tmp_path / 's.sqlite'}") as log:
+        admin = CatalogueAdmin(fake, "synthetic", graphs, log, services.embedder, tmp_path)
+        assert admin.reconcile(fake.recommend).catalogue.n_items == served.catalogue.n_items  # no graph: as trained
+        admin.upsert_items([NewItem("item:seeded", "Seeded", ["jazz"])])
+        store = graphs.get("recommend-synthetic")
+        assert store.stats().entity_types["Item"] == served.catalogue.n_items + 1
+        assert log.count("synthetic") == len(served.catalogue.interactions)
+        again = admin.reconcile(fake.recommend.rebuilt(served.rec, set()))
+        assert not again.hidden_ids and again.catalogue.item_index("item:seeded") is not None
