@@ -39,6 +39,7 @@ __all__ = ["CatalogueFiles", "ImportBatch", "apply_import", "read_import", "writ
 
 MAX_ERRORS = 20
 _ITEM_COLUMNS = {"item_id", "name", "text", "tags"}
+_MAX_ITEM_FACTS = 100  # ItemIn.facts' cap
 
 
 @dataclass(frozen=True)
@@ -241,8 +242,8 @@ def apply_import(batch: ImportBatch, store: GraphStore, log: InteractionLog, cat
 def write_files(catalogue: Any, folder: Path) -> CatalogueFiles:
     """Write a :class:`~apps.recommend.data.Catalogue` as the three import files (the format by example).
 
-    Item facts go into ``items.jsonl`` (``facts``), facts between other entities into
-    ``relations.csv``, events into ``interactions.csv``.
+    Item facts go into ``items.jsonl`` (``facts``, up to the per-item cap; the rest and the facts
+    between other entities into ``relations.csv``), events into ``interactions.csv``.
     """
     from kgnlp.files import atomic_write_bytes
 
@@ -253,13 +254,13 @@ def write_files(catalogue: Any, folder: Path) -> CatalogueFiles:
     other: list[tuple[str, str, str, str]] = []
     for h, r, t in c.triples.tolist():
         name = c.entity_names[t] if t < len(c.entity_names) else ""
-        if h < n:
+        if h < n and len(facts[h]) < _MAX_ITEM_FACTS:
             facts[h].append({"relation": c.relations[r], "entity_id": gid[t], "entity_name": name})
-        else:
+        else:  # facts between entities, and an item's facts beyond the per-item cap
             other.append((gid[h], c.relations[r], gid[t], name))
     items = [json.dumps({"item_id": c.item_ids[i], "name": c.item_names[i], "tags": c.item_tags[i][:50],
                          **({"text": c.item_texts[i]} if c.item_texts and c.item_texts[i] else {}),
-                         "facts": facts[i][:100]}, ensure_ascii=False) for i in range(n)]  # fmt: skip
+                         "facts": facts[i]}, ensure_ascii=False) for i in range(n)]  # fmt: skip
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / "items.jsonl", ("\n".join(items) + "\n").encode("utf-8"))

@@ -246,3 +246,19 @@ def test_one_training_job_at_a_time_and_failures_are_reported() -> None:
     assert jobs.get(failed.job_id).status == "failed" and "disk full" in (jobs.get(failed.job_id).error or "")
     with pytest.raises(NotFoundError):
         jobs.get("nope")
+
+
+def test_export_keeps_every_fact_of_an_item_with_more_than_the_per_item_cap(
+    graphs: GraphRegistry, log: InteractionLog, tmp_path: Path
+) -> None:
+    from apps.recommend.data import Interactions
+
+    n_tags = 150  # over ItemIn.facts' cap of 100: the rest must go to relations.csv, not be dropped
+    triples = np.array([(0, 0, 2 + k) for k in range(n_tags)] + [(1, 0, 2)], np.int64)
+    z = np.zeros(1, np.int64)
+    cat = Catalogue("many", ["a", "b"], ["A", "B"], [[], []], ["u"], ["a", "b", *(f"tag:{k}" for k in range(n_tags))],
+                    ["A", "B", *(f"t{k}" for k in range(n_tags))], ["has_tag"], triples,
+                    Interactions(z, z, np.ones(1, np.float32), np.zeros(1)))  # fmt: skip
+    store = graphs.get("recommend-many", create=True)
+    apply_import(read_import(write_files(cat, tmp_path / "f"), store), store, log, "many")
+    assert _facts(read_catalogue(store, "many", log.rows("many"))) == _facts(cat)
