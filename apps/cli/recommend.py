@@ -16,17 +16,23 @@ app = typer.Typer(help="The recommend app: setup (demo), import, export, train, 
 HomeOption = typer.Option(None, "--home", envvar="KGNLP_HOME", help="kgnlp home (default ~/.cache/kgnlp)")
 SourceOption = typer.Option(None, help="shared data root with hetrec2011-lastfm-2k/ and kgcn-music-kg/ (lastfm)")
 KgOption = typer.Option(
-    None, "--kg-embeddings", help="graph folder with `kgnlp kg train-embeddings` vectors (e.g. HOME/graphs/music)"
+    None,
+    "--kg-embeddings",
+    help="graph folder with `kgnlp kg train-embeddings` vectors (e.g. HOME/graphs/recommend-<catalogue>)",
 )
 
 
-def _config(catalogue: str, source: Path | None, kg_dir: Path | None) -> Any:
-    from apps.recommend.setup import build_catalogue
+def _config(catalogue: str, source: Path | None, kg_dir: Path | None, home: Path | None = None) -> Any:
+    from apps.recommend.interactions import InteractionLog
+    from apps.recommend.setup import load_catalogue
     from apps.recommend.train import FitConfig, entity_init_from_graph
 
     if kg_dir is None:
         return FitConfig()
-    return FitConfig(entity_init=entity_init_from_graph(build_catalogue(catalogue, source), kg_dir))
+    settings, graphs = _registry(home or default_home())
+    with graphs, InteractionLog(settings.db_url) as log:
+        cat = load_catalogue(graphs, log, catalogue, source)
+    return FitConfig(entity_init=entity_init_from_graph(cat, kg_dir))
 
 
 def _embedder(home: Path) -> Any:
@@ -85,13 +91,13 @@ def train(
 
     home = home or default_home()
     fb = _feedback(home) if with_feedback else []
-    cfg = _config(catalogue, source, kg_embeddings)
+    cfg = _config(catalogue, source, kg_embeddings, home)
     typer.echo(json.dumps(train_model(home, catalogue, _LazyEmbedder(home), source, fb, cfg, force, report=typer.echo)))
 
 
 @app.command()
 def evaluate(
-    catalogue: str = typer.Option("synthetic", help="synthetic | lastfm"),
+    catalogue: str = typer.Option("synthetic", help="synthetic | lastfm | an imported catalogue"),
     source: Path | None = SourceOption,
     protocol: str = typer.Option("both", help="ctr (KGCN AUC/F1) | topk (Recall/NDCG@K) | both"),
     k: int = typer.Option(20, min=1, max=100),
@@ -100,12 +106,15 @@ def evaluate(
 ) -> None:
     """Compare every model offline (see benchmarks/recommend.py for the full benchmark with latency)."""
     from apps.recommend.evaluate import evaluate_ctr, evaluate_topk
+    from apps.recommend.interactions import InteractionLog
     from apps.recommend.models.text import encode_items
-    from apps.recommend.setup import build_catalogue
+    from apps.recommend.setup import load_catalogue
 
     home = home or default_home()
-    cfg = _config(catalogue, source, kg_embeddings)
-    cat = build_catalogue(catalogue, source)
+    cfg = _config(catalogue, source, kg_embeddings, home)
+    settings, graphs = _registry(home)
+    with graphs, InteractionLog(settings.db_url) as log:
+        cat = load_catalogue(graphs, log, catalogue, source)
     text = encode_items([cat.item_text(i) for i in range(cat.n_items)], _embedder(home), home / "recommend" / "cache")
     out: dict[str, Any] = {}
     if protocol in ("ctr", "both"):

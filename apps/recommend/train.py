@@ -101,10 +101,11 @@ def _fit_base(catalogue: Catalogue, train: Interactions, text: np.ndarray, cfg: 
 
 
 def entity_init_from_graph(catalogue: Catalogue, graph_dir: Path) -> np.ndarray:
-    """KG entity vectors trained by ``kgnlp kg train-embeddings`` on the ``music`` graph, in catalogue order.
+    """KG entity vectors trained by ``kgnlp kg train-embeddings``, in catalogue order.
 
-    The ``music`` demo graph uses the catalogue's entity ids (``music:<i>``, ``tag:<id>``); entities it
-    lacks get zero rows. Pass the result as ``FitConfig.entity_init``.
+    Train them on the catalogue's own graph (``kgnlp kg train-embeddings --graph recommend-<name>``),
+    whose ids are the catalogue's; entities the embeddings lack get zero rows. Pass the result as
+    ``FitConfig.entity_init``.
 
     Raises:
         NotFoundError: the graph has no embeddings.
