@@ -345,8 +345,11 @@ class RecommendSettings(BaseModel):
     """The recommendation app (``/recommend``, ``/items``, ``/feedback``)."""
 
     enabled: bool = True
-    catalogue: Literal["synthetic", "lastfm"] = Field(
-        "synthetic", description="which trained catalogue to serve (built by `kgnlp recommend setup|train`)"
+    catalogue: str = Field(
+        "synthetic",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$",
+        description="which trained catalogue to serve: synthetic, lastfm or one imported with `kgnlp recommend "
+        "import` (trained by `kgnlp recommend setup|train`)",
     )
     model_dir: Path | None = Field(None, description="trained model folder; default KGNLP_HOME/recommend/<catalogue>")
     max_k: int = Field(100, ge=1, le=1000, description="largest k a request may ask for")
