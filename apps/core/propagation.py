@@ -1,5 +1,7 @@
 """Run-time changes reach every worker and replica: corpora and LoRA adapters are versioned
 artefacts under ``KGNLP_HOME``, and each process polls their pointers and swaps in what changed.
+The recommend app's model folder and catalogue revision are polled the same way
+(``apps.recommend.catalogue_admin.CatalogueAdmin.sync``).
 
 - A corpus is the folder ``indexes/NAME``, replaced whole by one atomic directory swap; its
   manifest's ``revision`` (fresh on every save) is the pointer (``retrieval.corpus.corpus_revision``).
@@ -176,6 +178,12 @@ class Propagation:
                 except Exception as e:  # the old version keeps serving; the next poll tries again
                     log.warning("corpus %r changed on disk but could not be reloaded: %s", name, e)
         self.sync_adapters()
+        admin = getattr(self.services, "recommend_admin", None)
+        if admin is not None:
+            try:
+                admin.sync()
+            except Exception as e:  # the served model stays; the next poll tries again
+                log.warning("the recommend catalogue or model changed but could not be reloaded: %s", e)
 
     async def run(self) -> None:
         """Poll until cancelled."""

@@ -59,6 +59,7 @@ class CatalogueAdmin:
         self.jobs = TrainingJobs(self._train)
         self._edit = threading.Lock()  # one read-modify-swap at a time
         self._tower: tuple[int, np.ndarray] | None = None  # (id of the recommender, its text-tower map)
+        self._seen = self.signature()  # the model and catalogue versions this process serves
 
     def close(self) -> None:
         self.interactions.close()
@@ -128,6 +129,7 @@ class CatalogueAdmin:
             store.upsert(_dedupe_entities(store, entities), relations, create_missing=False)  # all or nothing
             hidden = svc.hidden_ids - {it.item_id for it in items}
             self.services.recommend = self._apply(svc, items, hidden)
+            self._edited()
             return {"added": len(items) - len(known), "updated": len(known), "items": self._count_items(hidden)}
 
     def delete_item(self, item_id: str) -> None:
@@ -147,6 +149,7 @@ class CatalogueAdmin:
                 raise NotFoundError(f"unknown item id: {item_id!r}")
             store.delete_entity(item_id)
             self.services.recommend = svc.rebuilt(svc.rec, svc.hidden_ids | {item_id})
+            self._edited()
 
     def _count_items(self, hidden: set[str]) -> int:
         return self.services.recommend.catalogue.n_items - len(hidden)
@@ -213,8 +216,7 @@ class CatalogueAdmin:
         return self.jobs.start()
 
     def _train(self, progress: Progress) -> dict[str, Any]:
-        from apps.recommend.service import model_info
-        from apps.recommend.setup import model_dir, train_model
+        from apps.recommend.setup import train_model
 
         def report(line: str) -> None:
             log.info("recommend training: %s", line)
@@ -227,16 +229,61 @@ class CatalogueAdmin:
         info = train_model(self.home, self.name, self.embedder, feedback=feedback, cfg=self.fit, report=report,
                            graphs=self.graphs, interactions=self.interactions)  # fmt: skip
         progress("swap", 0.95)
-        folder = Path(self.services.settings.recommend.model_dir or model_dir(self.home, self.name))
-        rec = Recommender.load(folder)
         with self._edit:
-            svc = self.services.recommend
-            self.services.recommend = self.reconcile(svc.rebuilt(rec, set(), model_info(folder)))
+            self._load_model()
+        return {k: info.get(k) for k in ("status", "version", "items", "users", "interactions", "train_seconds")}
+
+    # -- other workers and replicas ----------------------------------------------------------
+    def _model_folder(self) -> Path:
+        from apps.recommend.setup import model_dir
+
+        return Path(self.services.settings.recommend.model_dir or model_dir(self.home, self.name))
+
+    def signature(self) -> tuple[tuple[int, int, int] | None, int]:
+        """(the served model folder's ``meta.json`` identity, the catalogue's edit revision)."""
+        try:
+            st = (self._model_folder() / "meta.json").stat()
+            model = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            model = None
+        return model, self.interactions.revision(self.name)
+
+    def _edited(self) -> None:
+        self.interactions.bump(self.name)
+        self._seen = self.signature()
+
+    def _load_model(self) -> None:
+        """Load the model now in the folder and serve it with the graph's current items (under ``_edit``)."""
+        from apps.recommend.service import model_info
+
+        folder = self._model_folder()
+        rec = Recommender.load(folder)
+        svc = self.services.recommend
+        self.services.recommend = self.reconcile(svc.rebuilt(rec, set(), model_info(folder)))
+        self._seen = self.signature()
         comp = self.services.components.get("recommend")
         if comp is not None:
             comp.detail.update(self.services.recommend.model_info)
-            comp.detail["items"] = rec.catalogue.n_items
-        return {k: info.get(k) for k in ("status", "version", "items", "users", "interactions", "train_seconds")}
+            comp.detail["items"] = rec.catalogue.n_items - len(self.services.recommend.hidden_ids)
+
+    def sync(self) -> bool:
+        """Apply a model retrained or a catalogue edited by another worker or replica (the propagation poll).
+
+        Returns whether anything changed here.
+        """
+        sig = self.signature()
+        if sig == self._seen or self.jobs.running is not None:
+            return False
+        with self._edit:
+            if sig[0] != self._seen[0] and sig[0] is not None:
+                self._load_model()
+                log.info("recommend: model retrained by another process, now serving %s",
+                         self.services.recommend.model_info.get("version"))  # fmt: skip
+            else:
+                self.services.recommend = self.reconcile(self.services.recommend)
+                self._seen = sig
+                log.info("recommend: catalogue edited by another process (revision %d)", sig[1])
+        return True
 
 
 def _no_events() -> Any:

@@ -1,5 +1,8 @@
 """The interaction log of each catalogue in SQL: imported plays/purchases the next training reads.
 
+It also keeps each catalogue's revision, a counter every catalogue edit bumps, so other workers
+and replicas on the same database notice the edit and re-read the catalogue's graph.
+
 One row per event, keyed by a content hash (or the caller's ``event_id``), so importing the same
 file twice adds nothing and two replicas writing the same events store them once. Feedback posted
 to ``/feedback`` stays in :mod:`apps.recommend.feedback` (it also carries skips); training reads both.
@@ -12,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Float, MetaData, String, Table, delete, func, select
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, delete, func, select, update
 
 from kgnlp.errors import StoreError
 
@@ -28,6 +31,12 @@ _table = Table(
     Column("item_id", String(256), nullable=False),
     Column("weight", Float, nullable=False),
     Column("ts", Float, nullable=False),  # unix seconds (0: unknown)
+)
+_revisions = Table(
+    "rec_catalogue_revisions",
+    _metadata,
+    Column("catalogue", String(64), primary_key=True),
+    Column("revision", Integer, nullable=False),
 )
 _CHUNK = 2_000
 
@@ -133,3 +142,21 @@ class InteractionLog:
         """Delete a catalogue's events (returns how many)."""
         with self.open()._engine.begin() as conn:
             return int(conn.execute(delete(_table).where(_table.c.catalogue == catalogue)).rowcount or 0)
+
+    def revision(self, catalogue: str) -> int:
+        """The catalogue's edit counter (0 before the first edit)."""
+        with self.open()._engine.connect() as conn:
+            q = select(_revisions.c.revision).where(_revisions.c.catalogue == catalogue)
+            return int(conn.scalar(q) or 0)
+
+    def bump(self, catalogue: str) -> int:
+        """Count one edit of the catalogue; returns the new revision."""
+        from apps.core.db import insert_or_ignore
+
+        engine = self.open()._engine
+        with engine.begin() as conn:
+            conn.execute(insert_or_ignore(engine.dialect.name, _revisions, ["catalogue"]),
+                         [{"catalogue": catalogue, "revision": 0}])  # fmt: skip
+            conn.execute(update(_revisions).where(_revisions.c.catalogue == catalogue)
+                         .values(revision=_revisions.c.revision + 1))  # fmt: skip
+            return int(conn.scalar(select(_revisions.c.revision).where(_revisions.c.catalogue == catalogue)) or 0)

@@ -213,3 +213,36 @@ def test_a_model_without_its_graph_seeds_the_graph_on_the_first_edit(api: dict[s
         assert log.count("synthetic") == len(served.catalogue.interactions)
         again = admin.reconcile(fake.recommend.rebuilt(served.rec, set()))
         assert not again.hidden_ids and again.catalogue.item_index("item:seeded") is not None
+
+
+def test_a_second_replica_on_the_same_database_follows_edits_and_retraining(api: dict[str, Any]) -> None:
+    """Replica B (its own service objects, the same graph and database) picks up A's edits by polling."""
+    from types import SimpleNamespace
+
+    from apps.recommend.catalogue_admin import CatalogueAdmin
+    from apps.recommend.interactions import InteractionLog
+
+    c, services = api["client"], api["services"]
+    a = services.recommend_admin
+    b_services = SimpleNamespace(recommend=services.recommend.rebuilt(services.recommend.rec, set()),
+                                 settings=services.settings, components={})  # fmt: skip
+    with InteractionLog(services.settings.db_url) as log:
+        b = CatalogueAdmin(b_services, "synthetic", services.graphs, log, services.embedder, api["home"], a.fit)
+        b_services.recommend = b.reconcile(b_services.recommend)
+        assert not b.sync()  # nothing changed yet
+        r = _items(c, {"item_id": "item:replica", "name": "Replica Song", "tags": ["jazz"]})
+        assert r.status_code == 200
+        assert b_services.recommend.catalogue.item_index("item:replica") is None
+        assert b.sync() and b_services.recommend.catalogue.item_index("item:replica") is not None
+        assert c.delete("/admin/recommend/items/item:replica").status_code == 204
+        assert b.sync() and "item:replica" in b_services.recommend.hidden_ids
+        version = b_services.recommend.model_info["version"]
+        events = [{"user_id": "user:replica", "item_id": x, "event_id": f"rep-{x}"}
+                  for x in services.recommend.catalogue.item_ids[100:110]]  # fmt: skip
+        assert c.post("/admin/recommend/interactions", json={"interactions": events}).status_code == 200
+        job = c.post("/admin/recommend/train").json()["job_id"]
+        a.jobs.wait(300)
+        assert c.get(f"/admin/recommend/train/{job}").json()["status"] == "succeeded"
+        assert b.sync() and b_services.recommend.model_info["version"] != version
+        assert b_services.recommend.model_info == services.recommend.model_info
+        assert not b.sync()
