@@ -21,7 +21,7 @@ from apps.recommend.catalogue_graph import ITEM_TYPE, catalogue_store, entity_ty
 from apps.recommend.cold_start import NewItem, add_items, text_tower_map
 from apps.recommend.interactions import InteractionLog, InteractionRow
 from apps.recommend.jobs import Progress, TrainingJobs
-from apps.recommend.recommender import Recommender
+from apps.recommend.recommender import Recommender, model_info
 from kg.store import Entity, Relation
 from kgnlp.errors import ModelUnavailableError, NotFoundError, StoreError
 
@@ -254,8 +254,6 @@ class CatalogueAdmin:
 
     def _load_model(self) -> None:
         """Load the model now in the folder and serve it with the graph's current items (under ``_edit``)."""
-        from apps.recommend.service import model_info
-
         folder = self._model_folder()
         rec = Recommender.load(folder)
         svc = self.services.recommend

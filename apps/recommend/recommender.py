@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from apps.recommend.ranker import LogisticRanker
 from kgnlp.errors import NotFoundError
 from kgnlp.files import atomic_write_bytes, atomic_write_json
 
-__all__ = ["EMBEDDING_MODELS", "FEATURES", "Recommender", "UserContext", "recency_scores"]
+__all__ = ["EMBEDDING_MODELS", "FEATURES", "Recommender", "UserContext", "model_info", "recency_scores"]
 
 EMBEDDING_MODELS = ("bpr", "lightgcn", "kg", "text_tower")
 FEATURES = [*EMBEDDING_MODELS, "text_sim", "popularity", "tag_overlap", "recency"]
@@ -207,3 +208,14 @@ class Recommender:
         with np.load(folder / "side.npz", allow_pickle=False) as z:
             pop, text, rec = z["popularity"], z["text"], z["recency"]
         return cls(catalogue, models, pop, text, rec, LogisticRanker.load(folder / "ranker.json"))
+
+
+def model_info(folder: Path) -> dict[str, Any]:
+    """What ``/health/ready`` shows about a trained model: version, when it was trained, on how much."""
+    meta = json.loads((Path(folder) / "meta.json").read_text(encoding="utf-8"))
+    info = {k: meta.get(k) for k in ("version", "trained_at", "interactions", "train_seconds")}
+    if info["version"] is None and meta.get("fingerprint"):
+        info["version"] = str(meta["fingerprint"])[:12]
+    if info["trained_at"]:
+        info["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(info["trained_at"])))
+    return info

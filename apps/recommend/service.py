@@ -15,10 +15,10 @@ from apps.core.services import Component
 from apps.core.settings import Settings
 from apps.recommend.explain import Explainer, Explanation
 from apps.recommend.feedback import FeedbackEvent, FeedbackStore
-from apps.recommend.recommender import Recommender
+from apps.recommend.recommender import Recommender, model_info
 from kgnlp.errors import KgnlpError, NotFoundError, OverloadedError, ValidationError
 
-__all__ = ["RecommendResult", "RecommendService", "Recommendation", "load", "model_info"]
+__all__ = ["RecommendResult", "RecommendService", "Recommendation", "load"]
 
 log = logging.getLogger("kgnlp.recommend")
 
@@ -233,19 +233,6 @@ class RecommendService:
             if i is None or self.hidden[i]:
                 raise NotFoundError(f"unknown item id in feedback: {e.item_id!r}")
         return self.feedback.add(events)
-
-
-def model_info(folder: Path) -> dict[str, Any]:
-    """What ``/health/ready`` shows about a trained model: version, when it was trained, on how much."""
-    import json
-
-    meta = json.loads((Path(folder) / "meta.json").read_text(encoding="utf-8"))
-    info = {k: meta.get(k) for k in ("version", "trained_at", "interactions", "train_seconds")}
-    if info["version"] is None and meta.get("fingerprint"):
-        info["version"] = str(meta["fingerprint"])[:12]
-    if info["trained_at"]:
-        info["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(info["trained_at"])))
-    return info
 
 
 def load(settings: Settings, services: Any) -> Component:
