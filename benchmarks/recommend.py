@@ -8,6 +8,7 @@ the KG-attention model on the collaborative KG, the MiniLM text tower, raw text 
 learned ranker.
 
     .venv/bin/python benchmarks/recommend.py [--source ../shared/data] [--epochs-scale 1.0] [--requests 300]
+        [--llm-interest]   # + the LLM-interest ablation (after `benchmarks/recommend_interest.py train-adapter`)
 
 1. KGCN protocol: every KG-mapped play is a positive, one sampled negative per positive (seed 555),
    6:2:2 row split; AUC and F1 (threshold 0.5 on probabilities fitted on the validation rows).
@@ -91,6 +92,25 @@ def _through_graph_store(cat: Any) -> tuple[Any, dict[str, float]]:
     return back, {"write_s": t1 - t0, "read_s": t2 - t1}
 
 
+def _interest_ablation(args: argparse.Namespace) -> str:
+    """Run the LLM-interest ablation (its own script, its own process) and return its figures as summary fields."""
+    import subprocess
+
+    print("\n== LLM interest score as a ranker feature (benchmarks/recommend_interest.py ablation) ==", flush=True)
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "recommend_interest.py"), "ablation", "--source",
+           str(args.source), "--threads", str(args.threads), "--ctr-users", "300", "--topk-valid-users", "60",
+           "--topk-users", "100"]  # fmt: skip
+    print(" ".join(cmd), flush=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    print(out.stdout[-4000:], out.stderr[-2000:] if out.returncode else "", flush=True)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("AUC_base=") and "adapter=yes" in ln]
+    if out.returncode or not lines:
+        return f" llm_interest=failed_rc{out.returncode}"
+    keep = ("AUC_base", "AUC_llm", "F1_llm", "R@20_base", "R@20_llm", "llm_ms_per_request")
+    fields = dict(kv.split("=", 1) for kv in lines[-1].split() if "=" in kv)
+    return " " + " ".join(f"{k}={fields[k]}" for k in keep if k in fields)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "data")
@@ -100,6 +120,12 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=900.0, help="per-model training time cap")
     ap.add_argument("--no-tags", action="store_true", help="ablation: drop Last.fm tags (text = names, KG only)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument(
+        "--llm-interest",
+        action="store_true",
+        help="also run the LLM-interest ablation (benchmarks/recommend_interest.py ablation; needs its adapter: "
+        "`recommend_interest.py train-adapter`; ~25 min more); its figures join the summary line",
+    )
     args = ap.parse_args()
     from kgnlp.cpu import cpu_key
 
@@ -162,13 +188,14 @@ def main() -> None:
     total = time.perf_counter() - t_all
     if args.json:
         args.json.write_text(json.dumps({"ctr": ctr, "topk": topk, "latency": lat, "total_s": total}, indent=2))
+    interest = _interest_ablation(args) if args.llm_interest else ""
     r, t = ctr["models"]["ranker"], topk["models"]
     print(
         f"AUC={r['auc']:.4f} F1={r['f1']:.4f} R@20={t['ranker']['recall']:.4f} NDCG@20={t['ranker']['ndcg']:.4f} "
         f"best_single_R@20={max(v['recall'] for k, v in t.items() if k != 'ranker'):.4f} "
         f"cold_R@20_text={t['text_tower']['cold_recall']:.4f} cold_R@20_pop={t['popularity']['cold_recall']:.4f} "
         f"p50_ms={lat['p50_ms']:.1f} p95_ms={lat['p95_ms']:.1f} train_s={ctr['train_s'] + topk['train_s']:.0f} "
-        f"graph_read_s={graph_s['read_s']:.1f} total_s={total:.0f}"
+        f"graph_read_s={graph_s['read_s']:.1f} total_s={total:.0f}{interest}"
     )
 
 
