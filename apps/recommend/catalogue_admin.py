@@ -86,12 +86,9 @@ class CatalogueAdmin:
     def _encode(self, items: Sequence[NewItem], rec: Recommender) -> np.ndarray:
         if self.embedder is None:
             raise ModelUnavailableError("no sentence embedder is loaded: new items cannot be scored by their text")
-        from apps.recommend.data import Catalogue
+        from apps.recommend.data import item_text
 
-        probe = Catalogue("x", [it.item_id for it in items], [it.name for it in items], [it.tags for it in items], [],
-                          [it.item_id for it in items], [it.name for it in items], [], np.zeros((0, 3), np.int64),
-                          _no_events(), {}, [it.text for it in items])  # fmt: skip
-        texts = [probe.item_text(i) for i in range(len(items))]
+        texts = [item_text(it.name, it.tags, it.text) for it in items]
         vecs = np.asarray(self.embedder.encode(texts, normalize_embeddings=True, show_progress_bar=False), np.float32)
         if vecs.shape[1] != rec.text.shape[1]:
             raise ModelUnavailableError(
@@ -282,13 +279,6 @@ class CatalogueAdmin:
                 self._seen = sig
                 log.info("recommend: catalogue edited by another process (revision %d)", sig[1])
         return True
-
-
-def _no_events() -> Any:
-    from apps.recommend.data import Interactions
-
-    z = np.zeros(0, np.int64)
-    return Interactions(z, z, np.zeros(0, np.float32), np.zeros(0, np.float64))
 
 
 def _dedupe_entities(store: Any, entities: list[Entity]) -> list[Entity]:

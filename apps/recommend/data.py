@@ -17,7 +17,14 @@ import numpy as np
 from kgnlp.errors import NotFoundError, ValidationError
 from kgnlp.files import atomic_write_bytes, atomic_write_json
 
-__all__ = ["Catalogue", "Interactions"]
+__all__ = ["Catalogue", "Interactions", "item_text"]
+
+
+def item_text(name: str, tags: list[str], description: str = "") -> str:
+    """The text the text tower reads: ``"name. description. tags: a, b, c"`` (first 1,000 chars, 12 tags)."""
+    head = f"{name}. {description[:1000]}" if description else name
+    joined = ", ".join(tags[:12])
+    return f"{head}. tags: {joined}" if joined else head
 
 
 @dataclass
@@ -131,12 +138,8 @@ class Catalogue:
         return self._user_index.get(user_id)
 
     def item_text(self, i: int) -> str:
-        """The text the text tower reads: ``"name. description. tags: a, b, c"``."""
-        head = self.item_names[i]
-        if self.item_texts and self.item_texts[i]:
-            head = f"{head}. {self.item_texts[i][:1000]}"
-        tags = ", ".join(self.item_tags[i][:12])
-        return f"{head}. tags: {tags}" if tags else head
+        """The text the text tower reads (see :func:`item_text`)."""
+        return item_text(self.item_names[i], self.item_tags[i], self.item_texts[i] if self.item_texts else "")
 
     def item_counts(self, interactions: Interactions | None = None) -> np.ndarray:
         """Distinct users per item over ``interactions`` (default: all)."""
