@@ -170,35 +170,37 @@ class CatalogueAdmin:
         """
         try:
             store = catalogue_store(self.graphs, self.name)
-        except (NotFoundError, StoreError) as e:
-            log.warning("recommend: catalogue graph unavailable, serving the model as trained (%s)", e)
+        except (NotFoundError, StoreError) as err:
+            log.warning("recommend: catalogue graph unavailable, serving the model as trained (%s)", err)
             return svc
-        graph_items = {e.id: e for e in store.iter_entities() if e.type == ITEM_TYPE}
+        graph_items = {ent.id: ent for ent in store.iter_entities() if ent.type == ITEM_TYPE}
         if not graph_items:  # a model without its graph (trained before graphs held catalogues)
             return svc
         c = svc.catalogue
         hidden = {x for x in c.item_ids if x not in graph_items}
+
+        def fields(ent: Entity) -> tuple[str, list[str], str]:
+            return (
+                ent.name or ent.id,
+                [str(t) for t in ent.attributes.get("tags") or []],
+                str(ent.attributes.get("text") or ""),
+            )
+
         changed = []
-        for e in graph_items.values():
-            i = c.item_index(e.id)
-            tags = [str(t) for t in e.attributes.get("tags") or []]
-            text = str(e.attributes.get("text") or "")
-            if i is None or (c.item_names[i], c.item_tags[i], c.item_texts[i] if c.item_texts else "") != (
-                e.name or e.id,
-                tags,
-                text,
-            ):
-                changed.append(e)
+        for ent in graph_items.values():
+            i = c.item_index(ent.id)
+            if i is None or (c.item_names[i], c.item_tags[i], c.item_texts[i] if c.item_texts else "") != fields(ent):
+                changed.append(ent)
         items = []
         if changed:
-            ids = {e.id for e in changed}
-            names = {e.id: e.name for e in store.get_many({t for h, _, t in store.iter_triples() if h in ids})}
-            facts: dict[str, list[tuple[str, str, str]]] = {x: [] for x in ids}
+            ids = {ent.id for ent in changed}
+            facts: dict[str, list[tuple[str, str]]] = {x: [] for x in ids}
             for h, r, t in store.iter_triples():
                 if h in ids:
-                    facts[h].append((r, t, names.get(t, "")))
-            items = [NewItem(e.id, e.name or e.id, [str(t) for t in e.attributes.get("tags") or []],
-                             str(e.attributes.get("text") or ""), facts[e.id]) for e in changed]  # fmt: skip
+                    facts[h].append((r, t))
+            names = {k: v.name for k, v in store.get_many({t for f in facts.values() for _, t in f}).items()}
+            items = [NewItem(ent.id, *fields(ent), [(r, t, names.get(t, "")) for r, t in facts[ent.id]])
+                     for ent in changed]  # fmt: skip
         if items and self.embedder is None:
             log.warning("%d catalogue items changed since training, but no embedder is loaded to serve them",
                         len(items))  # fmt: skip

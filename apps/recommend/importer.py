@@ -94,7 +94,7 @@ def _rows(path: Path, errors: _Errors) -> Iterator[tuple[str, dict[str, Any]]]:
                 for row in reader:
                     where = f"{name}:{reader.line_num}"
                     if None in row:
-                        errors.add(where, f"{len(row[None])} value(s) more than the header's columns")  # type: ignore[index]
+                        errors.add(where, f"{len(row[None])} value(s) more than the header's columns")
                         continue
                     yield where, {k.strip(): v for k, v in row.items() if k is not None and v not in (None, "")}
             else:

@@ -77,7 +77,7 @@ class InterestScorer:
         self.max_history = max_history
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True, dtype=torch.float32)
+        model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True, dtype=torch.float32)
         self.adapter_dir = None if adapter_dir is None else Path(adapter_dir).expanduser()
         if self.adapter_dir is not None:
             from peft import PeftModel
