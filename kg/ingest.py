@@ -43,7 +43,7 @@ from kg.store import (
     check_entity,
     check_relation,
 )
-from kgnlp.errors import IngestError, ValidationError
+from kgnlp.errors import IngestError, RowErrors, ValidationError
 
 __all__ = ["FORMATS", "IngestBatch", "IngestReport", "ingest_path", "read_batch"]
 
@@ -89,22 +89,6 @@ class IngestReport:
         return self.relations / self.seconds if self.seconds > 0 else 0.0
 
 
-class _Errors:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-        self.count = 0
-
-    def add(self, where: str, msg: str) -> None:
-        self.count += 1
-        if len(self.items) < MAX_ERRORS:
-            self.items.append(f"{where}: {msg}")
-
-    def raise_if_any(self) -> None:
-        if self.count:
-            more = f"\n... and {self.count - len(self.items)} more" if self.count > MAX_ERRORS else ""
-            raise IngestError(f"{self.count} invalid row(s); nothing was ingested:\n" + "\n".join(self.items) + more)
-
-
 def _files(path: Path, fmt: str) -> list[Path]:
     if not path.exists():
         raise IngestError(f"{path}: no such file or directory")
@@ -126,7 +110,7 @@ def _read_text(f: Path) -> str:
         raise IngestError(f"{f}: cannot read ({e})") from e
 
 
-def _read_triples(f: Path, batch: IngestBatch, errors: _Errors) -> None:
+def _read_triples(f: Path, batch: IngestBatch, errors: RowErrors) -> None:
     text = _read_text(f)
     if "\r" in text:
         text = text.replace("\r\n", "\n")
@@ -168,7 +152,7 @@ def _read_triples(f: Path, batch: IngestBatch, errors: _Errors) -> None:
         batch.rows += 1
 
 
-def _parse_float(v: Any, where: str, errors: _Errors) -> float | None:
+def _parse_float(v: Any, where: str, errors: RowErrors) -> float | None:
     if v is None or v == "":
         return None
     try:
@@ -182,7 +166,7 @@ def _parse_float(v: Any, where: str, errors: _Errors) -> float | None:
     return x
 
 
-def _parse_ts(v: Any, where: str, errors: _Errors) -> datetime | None:
+def _parse_ts(v: Any, where: str, errors: RowErrors) -> datetime | None:
     if v is None or v == "":
         return None
     try:
@@ -192,7 +176,7 @@ def _parse_ts(v: Any, where: str, errors: _Errors) -> datetime | None:
         return None
 
 
-def _parse_aliases(v: Any, where: str, errors: _Errors) -> list[str]:
+def _parse_aliases(v: Any, where: str, errors: RowErrors) -> list[str]:
     if v is None or v == "":
         return []
     if isinstance(v, list):
@@ -206,7 +190,7 @@ def _parse_aliases(v: Any, where: str, errors: _Errors) -> list[str]:
     return []
 
 
-def _record(rec: dict[str, Any], where: str, batch: IngestBatch, errors: _Errors) -> None:
+def _record(rec: dict[str, Any], where: str, batch: IngestBatch, errors: RowErrors) -> None:
     """Turn one table row / JSON object into an Entity or a Relation."""
     if "head" in rec or "tail" in rec:
         attrs = rec.get("attributes") or {}
@@ -259,7 +243,7 @@ def _record(rec: dict[str, Any], where: str, batch: IngestBatch, errors: _Errors
     batch.rows += 1
 
 
-def _read_table(f: Path, delim: str, batch: IngestBatch, errors: _Errors) -> None:
+def _read_table(f: Path, delim: str, batch: IngestBatch, errors: RowErrors) -> None:
     text = _read_text(f)
     reader = csv.reader(text.splitlines(keepends=True), delimiter=delim)
     try:
@@ -294,7 +278,7 @@ def _read_table(f: Path, delim: str, batch: IngestBatch, errors: _Errors) -> Non
         errors.add(f"{f}:{reader.line_num}", f"malformed CSV: {e}")
 
 
-def _read_jsonl(f: Path, batch: IngestBatch, errors: _Errors) -> None:
+def _read_jsonl(f: Path, batch: IngestBatch, errors: RowErrors) -> None:
     for i, line in enumerate(_read_text(f).splitlines(), 1):
         if not line.strip():
             continue
@@ -327,7 +311,7 @@ def read_batch(path: Path, fmt: Format, progress: ProgressFn | None = None) -> I
     path = Path(path)
     files = _files(path, fmt)
     batch = IngestBatch(files=files)
-    errors = _Errors()
+    errors = RowErrors(MAX_ERRORS)
     for n, f in enumerate(files):
         if progress:
             progress("read", n, len(files))
@@ -339,7 +323,7 @@ def read_batch(path: Path, fmt: Format, progress: ProgressFn | None = None) -> I
             _read_table(f, "," if fmt == "csv" else "\t", batch, errors)
     if progress:
         progress("read", len(files), len(files))
-    errors.raise_if_any()
+    errors.raise_any(IngestError, "nothing was ingested")
     return batch
 
 

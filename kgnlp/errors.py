@@ -45,3 +45,27 @@ class OverloadedError(KgnlpError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RowErrors:
+    """The problems found in the rows of an import, reported together as one error.
+
+    Each is ``file:line: what``; the first ``limit`` are kept, the rest counted. Importers
+    validate every row before writing any, then call :meth:`raise_any`.
+    """
+
+    def __init__(self, limit: int = 20) -> None:
+        self.limit = limit
+        self.lines: list[str] = []
+        self.count = 0
+
+    def add(self, where: str, message: str) -> None:
+        self.count += 1
+        if len(self.lines) < self.limit:
+            self.lines.append(f"{where}: {message}")
+
+    def raise_any(self, error: type[ValidationError] = ValidationError, nothing: str = "nothing was imported") -> None:
+        """Raise ``error`` listing the problems, if there are any."""
+        if self.count:
+            more = f"\n... and {self.count - len(self.lines)} more" if self.count > len(self.lines) else ""
+            raise error(f"{self.count} invalid row(s); {nothing}:\n" + "\n".join(self.lines) + more)

@@ -33,7 +33,7 @@ from apps.recommend.catalogue_graph import ITEM_TYPE, entity_type, item_entity
 from apps.recommend.interactions import InteractionLog, InteractionRow
 from apps.recommend.schemas import InteractionIn, ItemIn, RelationIn
 from kg.store import Entity, GraphStore, Relation
-from kgnlp.errors import ValidationError
+from kgnlp.errors import RowErrors, ValidationError
 
 __all__ = ["CatalogueFiles", "ImportBatch", "apply_import", "read_import", "write_files"]
 
@@ -60,24 +60,7 @@ class ImportBatch:
     interactions: list[InteractionRow] = field(default_factory=list)
 
 
-class _Errors:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.count = 0
-
-    def add(self, where: str, message: str) -> None:
-        self.count += 1
-        if len(self.lines) < MAX_ERRORS:
-            self.lines.append(f"{where}: {message}")
-
-    def raise_any(self) -> None:
-        if self.count:
-            more = f"\n… and {self.count - len(self.lines)} more" if self.count > len(self.lines) else ""
-            head = f"{self.count} invalid row(s), nothing was imported:\n"
-            raise ValidationError(head + "\n".join(self.lines) + more)
-
-
-def _rows(path: Path, errors: _Errors) -> Iterator[tuple[str, dict[str, Any]]]:
+def _rows(path: Path, errors: RowErrors) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(file:line, row)`` of a CSV or JSONL file (empty lines skipped)."""
     name = path.name
     suffix = path.suffix.lower()
@@ -116,7 +99,7 @@ def _rows(path: Path, errors: _Errors) -> Iterator[tuple[str, dict[str, Any]]]:
             raise ValidationError(f"{path}: malformed CSV: {e}") from e
 
 
-def _check(model: type[BaseModel], where: str, row: dict[str, Any], errors: _Errors) -> Any:
+def _check(model: type[BaseModel], where: str, row: dict[str, Any], errors: RowErrors) -> Any:
     try:
         return model.model_validate(row)
     except PydanticError as e:
@@ -163,7 +146,7 @@ def read_import(files: CatalogueFiles, store: GraphStore) -> ImportBatch:
         ValidationError: any invalid row (up to 20 listed as ``file:line: what``), duplicate ids, an
             interaction or relation naming an unknown item or entity.
     """
-    errors = _Errors()
+    errors = RowErrors(MAX_ERRORS)
     batch = ImportBatch()
     first_line: dict[str, str] = {}
     if files.items is not None:
