@@ -1,7 +1,8 @@
 """Financial sentiment (positive / neutral / negative): candidates compared on one PhraseBank test split.
 
 Data: ``../shared/data/financial_phrasebank`` 50Agree, de-duplicated, split stratified
-75/10/15 (seed 13) into train / validation / test; the twitter financial-news set
+68/8/24 (seed 13) into train / validation / test (2,630 / 310 / 928: a test part of
+≥ 900 sentences, so one sentence is 0.11 points); the twitter financial-news set
 (``../shared/data/twitter_financial_news_sentiment/sent_train.csv``; bearish→negative,
 bullish→positive) adds a stratified 2,000 tweets to the training part of the ``*-pbtw`` runs and
 the distillation transfer set. Every row reports accuracy, macro-F1, the accuracy on the test
@@ -40,6 +41,7 @@ STAGES = (
     "minilm-pb",
     "minilm-pbtw",
     "minilm-dapt-pb",
+    "mpnet-pb",
     "smollm2-lora-pb",
     "zeroshot",
     "fewshot",
@@ -48,7 +50,7 @@ STAGES = (
     "served",
 )
 ENSEMBLES = ("ensemble-mean", "ensemble-weighted", "ensemble-stacking")
-FT_STAGES = ("minilm-pb", "minilm-pbtw", "minilm-dapt-pb", "smollm2-lora-pb")
+FT_STAGES = ("minilm-pb", "minilm-pbtw", "minilm-dapt-pb", "mpnet-pb", "smollm2-lora-pb")
 CMD = ".venv/bin/python benchmarks/sentiment.py --stages {}"
 
 
@@ -75,6 +77,11 @@ def _speed(predict: Any, texts: list[str], repeats: int = 2) -> dict[str, float]
         predict([t])
         lat.append(time.perf_counter() - t0)
     return {"texts_per_s": best, "latency_ms_b1": statistics.median(lat) * 1000}
+
+
+def _distilled(out: Path) -> list[str]:
+    """The distilled students' stage names (``distill-TEACHER-lLAYERS-TRANSFER``) found in ``out``."""
+    return sorted(p.name for p in out.glob("distill-*") if (p / "bench.json").is_file())
 
 
 def _row(name: str, out: Path, proba_test: Any, proba_val: Any, test: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +252,9 @@ def main() -> int:
     ap.add_argument("--weights", default="", help="member weights for --chosen (default equal)")
     ap.add_argument("--teacher", default="minilm-pbtw", help="teacher run of the distill stage")
     ap.add_argument("--student-layers", type=int, default=3, help="encoder layers of the distilled MiniLM student")
+    ap.add_argument("--transfer", choices=["pb", "pbtw"], default="pbtw",
+                    help="distillation transfer set: PhraseBank's training part (+ 2,000 tweets for pbtw)")  # fmt: skip
+    ap.add_argument("--alpha", type=float, default=0.7, help="distillation: weight of the teacher (KL) term")
     ap.add_argument("--register", action="store_true", help="also register the served model in KGNLP_HOME")
     ap.add_argument("--shots", type=int, default=1, help="few-shot examples per label")
     ap.add_argument("--prompt-limit", type=int, default=0, help="few/zero-shot on a random test subset (0: all)")
@@ -270,7 +280,9 @@ def main() -> int:
 
     from apps.sentiment.training import CANDIDATES, DAPT_STEPS, candidate_config, dapt_texts, read_split
     from kgnlp.files import default_home
+    from models.catalog import CATALOG
     from models.finetune import finetune
+    from models.provision import ModelCache
 
     out: Path = args.out
     stages = [s for s in args.stages.split(",") if s]
@@ -288,6 +300,8 @@ def main() -> int:
         spec = CANDIDATES[name]
         extra: dict[str, Any] = {"command": CMD.format(name)}
         model = None
+        if spec["model"] in CATALOG:  # pulled (and verified) on first use
+            model = str(ModelCache(default_home()).ensure(spec["model"]))
         if spec["model"] == "@dapt":
             from models.pretrain import continue_pretraining
 
@@ -353,29 +367,36 @@ def main() -> int:
         from models.prune import truncate_layers
 
         teacher = out / args.teacher
+        name = f"distill-{args.teacher}-l{args.student_layers}-{args.transfer}" + (
+            f"-a{args.alpha:g}" if args.alpha != 0.7 else ""
+        )
         student = out / f"student_l{args.student_layers}"
         if not (student / "config.json").is_file():
             truncate_layers(student, args.student_layers, model_home / "all-minilm-l6-v2")
-        cfg = candidate_config("minilm-pbtw", splits["pbtw"], out, model=str(student))
+        recipe = {"pb": "minilm-pb", "pbtw": "minilm-pbtw"}[args.transfer]
+        cfg = candidate_config(recipe, splits[args.transfer], out, model=str(student))
         cfg = cfg.model_copy(
             update={
-                "output_dir": out / "distill",
-                "distill": DistillConfig(teacher=teacher, temperature=2.0, alpha=0.7),
+                "output_dir": out / name,
+                "distill": DistillConfig(teacher=teacher, temperature=2.0, alpha=args.alpha),
             }
         )
         t0 = time.monotonic()
         if not (cfg.output_dir / "metrics.json").is_file():
             finetune(cfg, log=lambda s: print(s, flush=True))
         _eval_run(
-            "distill",
+            name,
             cfg.output_dir,
             out,
             val,
             test,
             {
-                "command": CMD.format("distill") + f" --teacher {args.teacher} --student-layers {args.student_layers}",
+                "command": CMD.format("distill")
+                + f" --teacher {args.teacher} --student-layers {args.student_layers} --transfer {args.transfer}"
+                + (f" --alpha {args.alpha:g}" if args.alpha != 0.7 else ""),
                 "teacher": args.teacher,
-                "form": f"fp32, {args.student_layers}-layer MiniLM student of {args.teacher}",
+                "form": f"fp32, {args.student_layers}-layer MiniLM student of {args.teacher} on {args.transfer}"
+                + f", alpha {args.alpha:g}",
             },
         )
         print(f"distill stage: {(time.monotonic() - t0) / 60:.1f} min (incl. teacher logits)", flush=True)
@@ -385,7 +406,7 @@ def main() -> int:
 
         names = [
             n
-            for n in (*FT_STAGES, "distill")
+            for n in (*FT_STAGES, *_distilled(out))
             if (out / n / "probs.npz").is_file() and "val" in np.load(out / n / "probs.npz")
         ]
         rows = {n: json.loads((out / n / "bench.json").read_text()) for n in names}
@@ -482,16 +503,29 @@ def main() -> int:
 
     rows = [
         json.loads((out / n / "bench.json").read_text())
-        for n in (*FT_STAGES, "zeroshot", "zeroshot-cc", "fewshot", "fewshot-cc", "distill", *ENSEMBLES, "served")
+        for n in (
+            *FT_STAGES,
+            "zeroshot",
+            "zeroshot-cc",
+            "fewshot",
+            "fewshot-cc",
+            *_distilled(out),
+            *ENSEMBLES,
+            "served",
+        )
         if (out / n / "bench.json").is_file()
     ]
     print(f"\nPhraseBank-50Agree test split: {len(test[0])} sentences ({sum(test[2])} also in AllAgree)")
-    print("| candidate | accuracy | macro-F1 | AllAgree acc | ECE | texts/s | size MB | params M | train min | form |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| candidate | val acc (choice) | accuracy | macro-F1 | AllAgree acc | ECE | texts/s | size MB | params M "
+        "| train min | form |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         aa = f"{r['allagree_accuracy']:.4f}" if r.get("allagree_accuracy") is not None else "-"
+        va = f"{r['val_accuracy']:.4f}" if r.get("val_accuracy") is not None else "-"
         print(
-            f"| {r['name']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {aa} | {r['ece']:.3f} | "
+            f"| {r['name']} | {va} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {aa} | {r['ece']:.3f} | "
             f"{r['texts_per_s']:.0f} | {r['size_mb']:.0f} | {r['params_m']:.1f} | {r['train_min']:.1f} | {r['form']} |"
         )
     (out / "table.json").write_text(json.dumps(rows, indent=2))

@@ -29,7 +29,9 @@ def setup(
 def train(
     data: Path | None = typer.Option(None, "--data", help="folder with financial_phrasebank/ (default ../shared/data)"),
     config: str | None = typer.Option(
-        None, "--config", help="recipe: NAME | distill:TEACHER:LAYERS | ensemble:A+B (default: the chosen one)"
+        None,
+        "--config",
+        help="recipe: NAME | distill:TEACHER:LAYERS[:pb|pbtw] | ensemble:A+B (default: the chosen one)",
     ),
     home: Path | None = typer.Option(None, "--home", envvar="KGNLP_HOME", help="kgnlp home (default ~/.cache/kgnlp)"),
 ) -> None:

@@ -122,8 +122,8 @@ def prepare_splits(
     out_dir: Path,
     phrasebank_dir: Path,
     twitter_csv: Path | None = None,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.15,
+    val_fraction: float = 0.08,
+    test_fraction: float = 0.24,
     seed: int = 13,
     twitter_max_rows: int | None = None,
 ) -> SplitInfo:
@@ -134,7 +134,8 @@ def prepare_splits(
         phrasebank_dir: the ``financial_phrasebank`` folder.
         twitter_csv: twitter ``sent_train.csv`` to add to the training part (None: PhraseBank only).
         val_fraction: PhraseBank share for validation (temperature and model selection).
-        test_fraction: PhraseBank share for the test (reported, never tuned on).
+        test_fraction: PhraseBank share for the test (reported, never tuned on); 24% gives 928
+            sentences, so one sentence moves accuracy by 0.11 points (15% gave 579).
         seed: split seed.
         twitter_max_rows: keep a stratified subset of this many tweets (CPU time).
 
