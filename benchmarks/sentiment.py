@@ -529,7 +529,10 @@ def main() -> int:
             f"{r['texts_per_s']:.0f} | {r['size_mb']:.0f} | {r['params_m']:.1f} | {r['train_min']:.1f} | {r['form']} |"
         )
     (out / "table.json").write_text(json.dumps(rows, indent=2))
-    best = next((r for r in rows if r["name"] == "served"), None) or max(rows, key=lambda r: r["accuracy"])
+    # the served row when there is one, else the best *validation* accuracy (never a pick on test)
+    best = next((r for r in rows if r["name"] == "served"), None) or max(
+        (r for r in rows if r.get("val_accuracy") is not None), key=lambda r: r["val_accuracy"]
+    )
     print(
         f"chosen={best['name']} acc={best['accuracy']:.4f} macro_f1={best['macro_f1']:.4f} "
         f"allagree_acc={best['allagree_accuracy']:.4f} texts_per_s={best['texts_per_s']:.0f} "
