@@ -35,6 +35,7 @@ GRAD_SCRIPT = textwrap.dedent(
         grads = {n: p.grad for n, p in acc.unwrap_model(model).named_parameters() if p.grad is not None}
         torch.save({"grads": grads, "world": acc.num_processes, "type": str(acc.distributed_type)}, out)
     acc.wait_for_everyone()
+    acc.end_training()  # destroys the process group: left to interpreter exit, gloo can abort (exit -6)
     """
 )
 
