@@ -1,8 +1,8 @@
 """Topic tagging quality on the hand-labelled tweets ``data/finance/topics_labelled.jsonl``.
 
 The served topic head (``apps/sentiment/topic_head.py``) is fitted on the ``train`` and ``tune``
-parts exactly as the service fits it (the registered classifier's sentence vectors + the keywords
-of ``topics.yaml``; C and threshold by 5-fold cross-validation on those parts) and scored once on
+parts exactly as the service fits it (the registered classifier's sentence vectors, the words' TF-IDF
+and the keywords of ``topics.yaml``; C and threshold by 5-fold cross-validation on those parts) and scored once on
 ``test``. The similarity tagger (MiniLM similarity to the topics' descriptions and examples) is the
 baseline: its threshold is chosen on the same fit parts.
 

@@ -307,7 +307,7 @@ class SentimentSettings(BaseModel):
     topics_file: Path | None = Field(None, description="topics YAML; default data/finance/topics.yaml")
     topic_tagger: Literal["head", "similarity"] = Field(
         "head",
-        description="head: fitted on hand-labelled texts over the classifier's own sentence vector + keywords "
+        description="head: fitted on hand-labelled texts over the classifier's own sentence vector, words and keywords "
         "(one encoder pass); similarity: MiniLM similarity to the topics' descriptions (a second pass)",
     )
     topic_labels: Path | None = Field(

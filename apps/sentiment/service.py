@@ -265,7 +265,7 @@ def fit_topic_head(topics: Sequence[Any], classifier: Any, cfg: SentimentSetting
     names = [t.name for t in topics]
     matcher = KeywordMatcher([t.keywords for t in topics])
     labels_sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    fingerprint = [getattr(classifier, "name", ""), labels_sha, [t.__dict__ for t in topics], cfg.max_topics, 1]
+    fingerprint = [getattr(classifier, "name", ""), labels_sha, [t.__dict__ for t in topics], cfg.max_topics, 2]
     key = hashlib.sha256(json.dumps(fingerprint, default=list).encode()).hexdigest()[:20]
     cached = Path(home) / "sentiment" / "topic_heads" / f"{key}.npz"
     if cached.is_file():

@@ -123,6 +123,8 @@ def test_shipped_twitter_data_is_present_with_its_licence_note() -> None:
 
 def test_train_register_load_predict_end_to_end(tmp_path: Path, embedder_path: Path) -> None:
     """A few real MiniLM steps on tweets → registered (int8 + temperature) → newest served, in order."""
+    import torch
+
     from apps.sentiment.classifier_data import prepare_twitter_splits
     from apps.sentiment.training import candidate_config, register_model
     from models.finetune import finetune
@@ -160,6 +162,13 @@ def test_train_register_load_predict_end_to_end(tmp_path: Path, embedder_path: P
     assert vectors.shape == (3, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     _, rev_vectors = clf.predict_with_vectors(texts[::-1])
     assert np.allclose(rev_vectors[::-1], vectors, atol=1e-5)  # returned in input order
+    member = clf.load()._members[0]  # the vector is the token mean of the layer two thirds up (4 of 6)
+    assert member.vector_layer == 4
+    with torch.inference_mode():
+        layers = member.model(**member.tokenizer(texts[:1], return_tensors="pt"), output_hidden_states=True)
+    cos = [float(torch.nn.functional.cosine_similarity(h[0].mean(0), torch.from_numpy(vectors[0]), dim=0))
+           for h in layers.hidden_states]  # fmt: skip
+    assert cos[4] > 0.95 and cos[4] == max(cos)  # int8 activations scale per batch: not bit-equal
     assert clf.predict_with_vectors([])[1].shape == (0, 384)
     info = clf.info()
     assert info["kind"] == "tiny" and info["version"] == first.name and info["size"]["disk_bytes"] > 1e6

@@ -13,7 +13,9 @@ from apps.sentiment.topic_head import (
     DEFAULT_LABELS,
     FIT_SPLITS,
     KeywordMatcher,
+    C_GRID,
     TopicHead,
+    WordFeatures,
     _top,
     load_labelled,
     micro_f1,
@@ -62,8 +64,36 @@ def test_fit_learns_vector_and_keyword_topics_and_generalises() -> None:
     y = np.array([[n in g for n in NAMES] for g in gold[160:]])
     p = np.array([[n in g for n in NAMES] for g in pred])
     assert micro_f1(p, y) > 0.9
-    assert head.report["fitted_on"] == 160 and head.report["C"] in (1.0, 3.0, 10.0)
+    assert head.report["fitted_on"] == 160 and head.report["C"] in C_GRID
     assert 0.2 <= head.threshold <= 0.9 and head.report["cv_micro_f1"] > 0.9
+
+
+def test_a_topic_told_only_by_its_words_is_learned() -> None:
+    """No keyword pattern and noise vectors: "macro" shows only in words, so the head must read them."""
+    rng = np.random.default_rng(3)
+    words = ["inflation", "rates", "yields", "recession"]
+    texts, gold = [], []
+    for i in range(200):
+        on = rng.random() < 0.4
+        filler = " ".join(rng.choice(["shares", "company", "today", "update", "report"], 3))
+        texts.append(f"{filler} {rng.choice(words)} {i}" if on else f"{filler} {i}")
+        gold.append(["macro"] if on else [])
+    vecs = rng.normal(size=(200, 8)).astype(np.float32)
+    head = TopicHead.fit(NAMES, KeywordMatcher([[], [], []]), texts[:140], vecs[:140], gold[:140])
+    pred = np.array([["macro" in t for t in head.tag(texts[140:], vecs[140:])]]).T
+    y = np.array([["macro" in g for g in gold[140:]]]).T
+    assert micro_f1(pred, y) > 0.9
+    assert set(words) <= set(head.words.terms) and head.report["terms"] == len(head.words.terms)
+
+
+def test_word_features_read_a_fixed_vocabulary_and_the_head_of_long_texts() -> None:
+    w = WordFeatures.fit(["Fed raises rates", "rates and yields rise", "Fed holds", "yields fall"])
+    assert w.terms == ["fed", "rates", "yields"]  # words in at least two texts
+    x = w.transform(["RATES rates Fed", "nothing known", "x " * KeywordMatcher.MAX_CHARS + "rates"])
+    assert x.shape == (3, 3) and np.allclose(np.linalg.norm(x[0]), 1.0)
+    assert x[0, 1] > x[0, 0] > 0 and not x[1].any() and not x[2].any()
+    again = WordFeatures(w.terms, w.idf)  # what TopicHead.load rebuilds from the saved arrays
+    assert np.allclose(again.transform(["Fed rates"]), w.transform(["Fed rates"]))
 
 
 def test_tag_orders_by_probability_and_caps_topics() -> None:
