@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from apps.sentiment.topic_head import (
+    C_GRID,
     DEFAULT_LABELS,
     FIT_SPLITS,
     KeywordMatcher,
-    C_GRID,
     TopicHead,
     WordFeatures,
     _top,
