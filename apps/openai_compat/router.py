@@ -51,7 +51,8 @@ def resolve_model(services: Any, model: str, adapter: str | None) -> tuple[str, 
     if not suffix and base != generator.name and base in generator.adapter_names():
         base, suffix = generator.name, base
     if base != generator.name:
-        raise NotFoundError(f"model {model!r} not found; available: {', '.join(_model_ids(generator))}")
+        ids = [*_model_ids(generator), *([CS_MODEL] if getattr(services, "customer_service", None) is not None else [])]
+        raise NotFoundError(f"model {model!r} not found; available: {', '.join(ids)}")
     if suffix and adapter and suffix != adapter:
         raise NotFoundError(f"model names adapter {suffix!r} but the adapter field says {adapter!r}")
     chosen = suffix or adapter or None

@@ -83,6 +83,7 @@ def test_client_sees_our_error_messages(client: openai.OpenAI) -> None:
         ({"model": BASE, "messages": Q, "temperature": "hot"}, 422, "temperature"),
         ({"messages": Q}, 422, "model: Field required"),
         ({"model": "unknown", "messages": Q}, 404, "not found"),
+        ({"model": "kgnlp-cs", "messages": Q}, 404, "customer_service, customer-service"),  # the pipeline is named too
         ({"model": "other:customer_service", "messages": Q}, 404, "not found"),
         ({"model": "customer-service", "messages": Q, "user": "has spaces!"}, 422, "session id"),
         ({"model": "customer-service", "messages": [{"role": "user", "content": "x" * 5000}]}, 422, "at most 4000"),
