@@ -102,8 +102,12 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, r
     The model ``customer-service`` (or the ``customer_service`` adapter) answers through the
     grounded customer-service pipeline; its citations and intent come in the extra ``kgnlp`` field.
     """
-    generator_name = getattr(services.generator, "name", None)
-    if body.model == CS_MODEL or body.model == f"{generator_name}:{CS_ADAPTER}" or body.adapter == CS_ADAPTER:
+    generator = services.generator
+    generator_name = getattr(generator, "name", None)
+    # the bare adapter name is `base:customer_service` (vLLM's convention), so it gets the pipeline too:
+    # on its own, without the retrieved passages it was tuned on, the adapter answers ungrounded
+    bare_adapter = body.model == CS_ADAPTER and generator is not None and CS_ADAPTER in generator.adapter_names()
+    if body.model in (CS_MODEL, f"{generator_name}:{CS_ADAPTER}") or bare_adapter or body.adapter == CS_ADAPTER:
         return await _customer_service(body, services, request)
     base, adapter = resolve_model(services, body.model, body.adapter)
     messages = [ChatMessage(m.role, m.text) for m in body.messages]

@@ -297,6 +297,9 @@ def test_openai_client_talks_to_the_customer_service_model(service: Any) -> None
     assert text.strip() == r.choices[0].message.content.strip()  # type: ignore[union-attr]
     assert chunks[-1].model_extra["kgnlp"]["intent"] == "get_refund"  # type: ignore[index]
     assert chunks[-1].model_extra["kgnlp"]["mode"] == "generated"  # type: ignore[index]
+    # the adapter's own name, listed by /v1/models as vLLM lists a LoRA module, is the same pipeline
+    bare = client.chat.completions.create(model="customer_service", messages=q)  # type: ignore[arg-type]
+    assert bare.model_extra["kgnlp"]["intent"] == "get_refund" and bare.model_extra["kgnlp"]["citations"]  # type: ignore[index]
 
 
 def test_chat_page_is_served(service: Any) -> None:
