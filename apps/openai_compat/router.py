@@ -104,9 +104,15 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep, r
     """
     generator = services.generator
     generator_name = getattr(generator, "name", None)
-    # the bare adapter name is `base:customer_service` (vLLM's convention), so it gets the pipeline too:
-    # on its own, without the retrieved passages it was tuned on, the adapter answers ungrounded
-    bare_adapter = body.model == CS_ADAPTER and generator is not None and CS_ADAPTER in generator.adapter_names()
+    # the bare adapter name is `base:customer_service` (vLLM's convention), so it gets the pipeline too
+    # when the app runs: on its own, without the retrieved passages it was tuned on, the adapter
+    # answers ungrounded. Not installed, or the app switched off: the name means what it does for vLLM.
+    bare_adapter = (
+        body.model == CS_ADAPTER
+        and getattr(services, "customer_service", None) is not None
+        and generator is not None
+        and CS_ADAPTER in generator.adapter_names()
+    )
     if body.model in (CS_MODEL, f"{generator_name}:{CS_ADAPTER}") or bare_adapter or body.adapter == CS_ADAPTER:
         return await _customer_service(body, services, request)
     base, adapter = resolve_model(services, body.model, body.adapter)
