@@ -51,8 +51,7 @@ def resolve_model(services: Any, model: str, adapter: str | None) -> tuple[str, 
     if not suffix and base != generator.name and base in generator.adapter_names():
         base, suffix = generator.name, base
     if base != generator.name:
-        ids = [*_model_ids(generator), *([CS_MODEL] if getattr(services, "customer_service", None) is not None else [])]
-        raise NotFoundError(f"model {model!r} not found; available: {', '.join(ids)}")
+        raise NotFoundError(f"model {model!r} not found; available: {', '.join(_model_ids(services))}")
     if suffix and adapter and suffix != adapter:
         raise NotFoundError(f"model names adapter {suffix!r} but the adapter field says {adapter!r}")
     chosen = suffix or adapter or None
@@ -63,10 +62,16 @@ def resolve_model(services: Any, model: str, adapter: str | None) -> tuple[str, 
     return base, chosen
 
 
-def _model_ids(generator: Any) -> list[str]:
-    """The base, every ``base:adapter`` and every bare adapter name (as vLLM lists LoRA modules)."""
-    adapters = [a for a in generator.adapter_names() if a != generator.name]
-    return [generator.name, *(f"{generator.name}:{a}" for a in adapters), *adapters]
+def _model_ids(services: Any) -> list[str]:
+    """The base, every ``base:adapter``, every bare adapter name (as vLLM lists LoRA modules) and,
+    while the customer-service app runs, its pipeline."""
+    ids = []
+    if (generator := services.generator) is not None:
+        adapters = [a for a in generator.adapter_names() if a != generator.name]
+        ids = [generator.name, *(f"{generator.name}:{a}" for a in adapters), *adapters]
+    if getattr(services, "customer_service", None) is not None:
+        ids.append(CS_MODEL)
+    return ids
 
 
 class ModelCard(BaseModel):
@@ -85,10 +90,7 @@ class ModelList(BaseModel):
 def list_models(services: ServicesDep) -> ModelList:
     """The base model, every ``base:adapter`` pair and every adapter by its own name."""
     created = int(services.started_at)
-    ids = _model_ids(services.generator) if services.generator is not None else []
-    if getattr(services, "customer_service", None) is not None:
-        ids.append(CS_MODEL)
-    return ModelList(data=[ModelCard(id=i, created=created) for i in ids])
+    return ModelList(data=[ModelCard(id=i, created=created) for i in _model_ids(services)])
 
 
 @router.post(
