@@ -6,7 +6,10 @@ and the keywords of ``topics.yaml``; C and threshold by 5-fold cross-validation 
 ``test``. The similarity tagger (MiniLM similarity to the topics' descriptions and examples) is the
 baseline: its threshold is chosen on the same fit parts.
 
-    .venv/bin/python benchmarks/topics.py [--home KGNLP_HOME] [--split test]
+    .venv/bin/python benchmarks/topics.py [--home KGNLP_HOME] [--split test] [--ablate]
+
+``--ablate`` also prints what the head's choices bring, on the fit parts only (5-fold CV micro-F1,
+the test part unread): the sentence vector from each encoder layer, and the head without words.
 """
 
 from __future__ import annotations
@@ -35,11 +38,32 @@ def _per_topic(pred: np.ndarray, gold: np.ndarray, names: list[str]) -> None:
         print(f"{n:<22} {int(gold[:, j].sum()):>4} {p:>6.3f} {r:>6.3f} {f:>6.3f}")
 
 
+def _layer_vectors(clf: object, texts: list[str]) -> np.ndarray:
+    """``(layers + 1, n, hidden)``: every hidden layer's L2-normalised token mean (as the classifier
+    computes its one served sentence vector), from the registered model's first member. Batches are
+    in file order, not length-sorted as served: int8 activations scale per batch, so the served
+    layer's row differs a little from the head's own cross-validation; compare the rows with each other."""
+    import torch
+
+    member = clf.load()._members[0]  # type: ignore[attr-defined]  # a benchmark may look inside
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), 64):
+            enc = member.tokenizer(texts[i : i + 64], truncation=True, max_length=member.max_len, padding=True,
+                                   return_tensors="pt")  # fmt: skip
+            hidden = member.model(**enc, output_hidden_states=True).hidden_states
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            means = [(h.float() * mask).sum(1) / mask.sum(1) for h in hidden]
+            out.append(np.stack([torch.nn.functional.normalize(m, dim=-1).numpy() for m in means]))
+    return np.concatenate(out, axis=1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", type=Path, help="KGNLP_HOME with a registered sentiment model")
     ap.add_argument("--split", default="test", help="the part scored (default: test; the head never sees it)")
     ap.add_argument("--max-topics", type=int, default=3)
+    ap.add_argument("--ablate", action="store_true", help="also: CV micro-F1 per encoder layer and without words")
     args = ap.parse_args()
     from kgnlp.cpu import cpu_key
 
@@ -81,6 +105,18 @@ def main() -> int:
     pred = _matrix(head.tag([r.text for r in held], held_vecs), names)
     f1_head = micro_f1(pred, gold)
     print(f"topic head: {head.report}")
+    if args.ablate:  # on the fit parts only: each row is TopicHead.fit's own cross-validation
+        fit_texts, fit_gold = [r.text for r in fit], [r.topics for r in fit]
+        layers = _layer_vectors(clf, fit_texts)
+        served = clf.load()._members[0].vector_layer  # type: ignore[attr-defined]
+        matcher = KeywordMatcher([t.keywords for t in topics])
+        for layer in range(1, len(layers)):
+            cv = TopicHead.fit(names, matcher, fit_texts, layers[layer], fit_gold, args.max_topics).report
+            print(f"ablation: layer {layer}{' (served)' if layer == served else ''}: cv_micro_f1={cv['cv_micro_f1']}")
+        cv = TopicHead.fit(
+            names, matcher, fit_texts, layers[served], fit_gold, args.max_topics, word_min_df=None
+        ).report
+        print(f"ablation: layer {served}, no word features: cv_micro_f1={cv['cv_micro_f1']}")
     _per_topic(pred, gold, names)
 
     embedder = load_sentence_embedder(ModelCache(home).ensure("all-minilm-l6-v2"))

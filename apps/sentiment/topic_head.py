@@ -4,8 +4,8 @@ text's words and keyword hits, so a text's topics cost no second encoder pass.
 One logistic regression per topic over ``[sentence vector, TF-IDF of the words, keyword hit of every
 topic]``, fitted on the labelled texts' ``train``/``tune`` parts (never ``test``); the regularisation
 and the single probability threshold are chosen by 5-fold cross-validation on those texts
-(micro-F1). The word features (unigrams seen in at least two labelled texts) lifted that
-cross-validated micro-F1 from 0.761 to 0.778 on the 910 fit texts.
+(micro-F1). The word features (unigrams seen in at least two labelled texts) lift that
+cross-validated micro-F1 from 0.738 to 0.774 on the 1,705 fit texts (``benchmarks/topics.py --ablate``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -111,19 +112,26 @@ class WordFeatures:
 
         self.terms = list(terms)
         self.idf = np.asarray(idf, dtype=np.float64)
-        self._vectorizer = TfidfVectorizer(vocabulary=self.terms, sublinear_tf=True, dtype=np.float32)
-        self._vectorizer.idf_ = self.idf
+        self._vectorizer: Any = None
+        if self.terms:  # no terms: no word features (sklearn refuses an empty vocabulary)
+            self._vectorizer = TfidfVectorizer(vocabulary=self.terms, sublinear_tf=True, dtype=np.float32)
+            self._vectorizer.idf_ = self.idf
 
     @classmethod
-    def fit(cls, texts: Sequence[str], min_df: int = 2) -> WordFeatures:
-        """The vocabulary of ``texts``: words in at least ``min_df`` of them."""
+    def fit(cls, texts: Sequence[str], min_df: int | None = 2) -> WordFeatures:
+        """The vocabulary of ``texts``: words in at least ``min_df`` of them (None: no words)."""
         from sklearn.feature_extraction.text import TfidfVectorizer
+
+        if min_df is None:
+            return cls([], np.zeros(0))
 
         v = TfidfVectorizer(min_df=min_df, sublinear_tf=True, dtype=np.float32).fit(list(texts))
         return cls(v.get_feature_names_out().tolist(), v.idf_)
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         """``(n, terms)`` dense features of the first ``KeywordMatcher.MAX_CHARS`` of each text."""
+        if self._vectorizer is None:
+            return np.zeros((len(texts), 0), dtype=np.float32)
         clipped = [t[: KeywordMatcher.MAX_CHARS] for t in texts]
         return np.asarray(self._vectorizer.transform(clipped).toarray(), dtype=np.float32)
 
@@ -177,18 +185,22 @@ class TopicHead:
         gold: Sequence[Sequence[str]],
         max_topics: int = 3,
         seed: int = 0,
+        word_min_df: int | None = 2,
     ) -> TopicHead:
-        """Fit on labelled texts; C and the threshold are chosen by 5-fold cross-validation."""
+        """Fit on labelled texts; C and the threshold are chosen by 5-fold cross-validation.
+
+        ``word_min_df``: words in at least this many texts become features (None: no word features;
+        ``benchmarks/topics.py --ablate`` measures what they bring)."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import KFold
 
         if len(texts) < 10:
             raise ConfigurationError(f"a topic head needs labelled texts: got {len(texts)}")
-        words = WordFeatures.fit(texts)
+        words = WordFeatures.fit(texts, word_min_df)
         x = cls._design(vectors, words, matcher, texts)
         y = np.array([[n in g for n in names] for g in gold], dtype=bool)
 
-        # liblinear: 0.8 s for 18 fits on the 910 labelled texts where lbfgs took 8.9 s (same CV micro-F1)
+        # liblinear: measured 0.8 s for 18 fits on 910 labelled texts where lbfgs took 8.9 s (same CV micro-F1)
         def fit_one(xs: np.ndarray, ys: np.ndarray, c: float) -> tuple[np.ndarray, float]:
             if ys.all() or not ys.any():  # one class only: a constant
                 return np.zeros(xs.shape[1], dtype=np.float32), 8.0 if ys.all() else -8.0

@@ -96,6 +96,17 @@ def test_word_features_read_a_fixed_vocabulary_and_the_head_of_long_texts() -> N
     assert np.allclose(again.transform(["Fed rates"]), w.transform(["Fed rates"]))
 
 
+def test_a_head_without_word_features_fits_saves_and_loads(tmp_path: Path) -> None:
+    """``word_min_df=None`` (what the benchmark's ablation compares against): no word columns at all."""
+    texts, vecs, gold = _synthetic(120)
+    m = KeywordMatcher([[], ["dividend"], []])
+    head = TopicHead.fit(NAMES, m, texts, vecs, gold, word_min_df=None)
+    assert head.words.terms == [] and head.coef.shape == (3, 8 + 3) and head.report["terms"] == 0
+    head.save(tmp_path / "head.npz")
+    again = TopicHead.load(tmp_path / "head.npz", m)
+    assert again.tag(texts, vecs) == head.tag(texts, vecs)
+
+
 def test_tag_orders_by_probability_and_caps_topics() -> None:
     texts, vecs, gold = _synthetic(120)
     head = TopicHead.fit(NAMES, KeywordMatcher([[], ["dividend"], []]), texts, vecs, gold, max_topics=1)
