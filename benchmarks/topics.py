@@ -106,15 +106,15 @@ def main() -> int:
     f1_head = micro_f1(pred, gold)
     print(f"topic head: {head.report}")
     if args.ablate:  # on the fit parts only: each row is TopicHead.fit's own cross-validation
-        fit_texts, fit_gold = [r.text for r in fit], [r.topics for r in fit]
+        fit_texts, fit_topics = [r.text for r in fit], [r.topics for r in fit]
         layers = _layer_vectors(clf, fit_texts)
         served = clf.load()._members[0].vector_layer  # type: ignore[attr-defined]
         matcher = KeywordMatcher([t.keywords for t in topics])
         for layer in range(1, len(layers)):
-            cv = TopicHead.fit(names, matcher, fit_texts, layers[layer], fit_gold, args.max_topics).report
+            cv = TopicHead.fit(names, matcher, fit_texts, layers[layer], fit_topics, args.max_topics).report
             print(f"ablation: layer {layer}{' (served)' if layer == served else ''}: cv_micro_f1={cv['cv_micro_f1']}")
         cv = TopicHead.fit(
-            names, matcher, fit_texts, layers[served], fit_gold, args.max_topics, word_min_df=None
+            names, matcher, fit_texts, layers[served], fit_topics, args.max_topics, word_min_df=None
         ).report
         print(f"ablation: layer {served}, no word features: cv_micro_f1={cv['cv_micro_f1']}")
     _per_topic(pred, gold, names)
