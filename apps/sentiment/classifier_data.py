@@ -5,6 +5,9 @@
 - Twitter financial news (zeroshot/twitter-financial-news-sentiment, MIT per the dataset card):
   ``text,label`` CSV with 0 = bearish → negative, 1 = bullish → positive, 2 = neutral. A copy
   ships in ``data/finance/sentiment/`` and builds the default model.
+- Synthetic corporate-news sentences (the project's own, MIT): ``{"text", "label"}`` JSON lines in
+  ``data/finance/sentiment/``, written to give the default model the press-release register the
+  tweets lack (see that folder's ``SOURCE.md``); mixed into the default model's training.
 
 ``prepare_splits`` writes ``train.csv``/``val.csv``/``test.csv`` (``text,label`` + ``source``,
 ``allagree``) that a ``models.config.RunConfig`` names as its explicit data files. PhraseBank is
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +30,14 @@ __all__ = [
     "LABELS",
     "TWITTER_LABELS",
     "SplitInfo",
+    "load_labelled_jsonl",
     "load_phrasebank",
     "load_twitter",
+    "mix_in_sentences",
     "prepare_splits",
     "prepare_twitter_splits",
     "prepare_twitter_three_way_splits",
+    "shipped_synthetic_jsonl",
     "shipped_twitter_csv",
 ]
 
@@ -42,6 +49,31 @@ REPO = Path(__file__).resolve().parents[2]
 def shipped_twitter_csv() -> Path:
     """The redistributable twitter set shipped with the project (``data/finance/sentiment/``)."""
     return REPO / "data" / "finance" / "sentiment" / "twitter_financial_news_train.csv"
+
+
+def shipped_synthetic_jsonl() -> Path:
+    """The project's own synthetic corporate-news sentences (``data/finance/sentiment/``)."""
+    return REPO / "data" / "finance" / "sentiment" / "synthetic_corporate_news.jsonl"
+
+
+def load_labelled_jsonl(path: Path) -> list[tuple[str, str]]:
+    """Read ``{"text": ..., "label": negative|neutral|positive}`` lines as ``(text, label)`` pairs."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"labelled sentences not found: {path}")
+    out: list[tuple[str, str]] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValidationError(f"{path}:{n}: not JSON: {e}") from e
+        text, label = str(row.get("text", "")).strip(), row.get("label")
+        if not text or label not in LABELS:
+            raise ValidationError(f"{path}:{n}: expected a text and a label in {LABELS}, got {label!r}")
+        out.append((text, label))
+    return out
 
 
 def load_phrasebank(folder: Path, level: str = "50Agree") -> list[tuple[str, str]]:
@@ -244,3 +276,45 @@ def prepare_twitter_three_way_splits(
     _write(info.test, test)
     atomic_write_json(out_dir / "splits.json", {"counts": counts, "fingerprint": info.fingerprint, "seed": seed})
     return info, {"validation": list(va), "test": list(te)}
+
+
+def mix_in_sentences(
+    out_dir: Path,
+    base: SplitInfo,
+    extra: list[tuple[str, str]],
+    source: str,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 13,
+) -> tuple[SplitInfo, Path, dict[str, list[int]]]:
+    """``base`` with a stratified split of ``extra`` added to its train and validation files.
+
+    The test file stays ``base``'s (the reported figure keeps its meaning); the held-out part of
+    ``extra`` goes to a file of its own, ``extra_test.csv``, reported beside it.
+
+    Returns:
+        ``(SplitInfo of the mixed files, extra_test.csv, {"validation": .., "test": ..} indices of extra)``.
+    """
+    from models.data import stratified_split
+
+    tr, va, te = stratified_split([y for _, y in extra], [val_fraction, test_fraction], seed)
+
+    def rows(idx: list[int]) -> list[tuple[str, str, str, int]]:
+        return [(extra[i][0], extra[i][1], source, 0) for i in idx]
+
+    def read(path: Path) -> list[tuple[str, str, str, int]]:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [(r["text"], r["label"], r["source"], int(r["allagree"])) for r in csv.DictReader(f)]
+
+    train, val, test = read(base.train) + rows(tr), read(base.validation) + rows(va), read(base.test)
+    out_dir = Path(out_dir)
+    counts = {**base.counts, "train": len(train), "val": len(val), f"{source}_train": len(tr), f"{source}_val": len(va)}
+    counts[f"{source}_test"] = len(te)
+    info = SplitInfo(
+        out_dir / "train.csv", out_dir / "val.csv", base.test, counts, _fingerprint(train, val, test, rows(te))
+    )
+    _write(info.train, train)
+    _write(info.validation, val)
+    _write(out_dir / "extra_test.csv", rows(te))
+    atomic_write_json(out_dir / "splits.json", {"counts": counts, "fingerprint": info.fingerprint, "seed": seed})
+    return info, out_dir / "extra_test.csv", {"validation": list(va), "test": list(te)}

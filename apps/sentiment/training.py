@@ -373,6 +373,9 @@ def _read_artefact(artefact: Path) -> dict[str, Any]:
     return config
 
 
+_EXTRA_DATA_KEYS = ("extra_file", "extra_file_sha256", "extra_licence", "extra_counts")
+
+
 def build_default_from_artefact(
     home: Path,
     artefact: Path | None = None,
@@ -446,9 +449,20 @@ def build_default_from_artefact(
         "minilm-twitter-lora",
         splits,
         data={
-            "train": f"{src.name} (twitter financial news, MIT): the stratified 80% training part "
+            "train": data_info.get("train_description")
+            or f"{src.name} (twitter financial news, MIT): the stratified 80% training part "
             f"({splits.counts['train']} tweets) at build time",
-            "validation": f"stratified 10% of the tweets ({splits.counts['val']}): recipe choice, temperature",
+            **(
+                {"extra": {k: data_info[k] for k in _EXTRA_DATA_KEYS if k in data_info}}
+                if "extra_file" in data_info
+                else {}
+            ),
+            "validation": f"stratified 10% of the tweets ({splits.counts['val']}): temperature"
+            + (
+                "; with 10% of the synthetic sentences: recipe choice"
+                if "extra_file" in data_info
+                else ", recipe choice"
+            ),
             "test": f"stratified 10% of the tweets ({splits.counts['test']}): reported",
             "counts": splits.counts,
             "split_seed": int(split.get("seed", 13)),
@@ -459,8 +473,9 @@ def build_default_from_artefact(
         },
         max_len=int(config.get("max_len", 64)),
         extra={
-            "licence": "model: MIT training data (twitter financial news) + Apache-2.0 base "
-            "(all-MiniLM-L6-v2); no PhraseBank",
+            "licence": "model: MIT training data (twitter financial news"
+            + (", kgnlp's synthetic corporate-news sentences" if "extra_file" in data_info else "")
+            + ") + Apache-2.0 base (all-MiniLM-L6-v2); no PhraseBank",
             "recipe": {"name": config.get("name"), "candidate": config.get("candidate"), **config.get("recipe", {})},
             "artefact": {
                 "path": str(artefact),
@@ -472,7 +487,8 @@ def build_default_from_artefact(
     )
     seconds = round(time.monotonic() - started, 1)
     manifest = json.loads((folder / MANIFEST).read_text())
-    keep = ("measured", "chosen", "tweet_test", "tweet_validation", "phrasebank_50agree", "train_minutes", "cpu")
+    keep = ("measured", "chosen", "tweet_test", "validation", "tweet_validation", "news_test", "phrasebank_50agree")
+    keep += ("train_minutes", "cpu")
     manifest["metrics"]["build"] = {  # the artefact's metrics.json, as measured when it was built
         "measured_by": build_metrics.get("measured_by", config.get("reproduce")),
         **{k: build_metrics[k] for k in keep if k in build_metrics},

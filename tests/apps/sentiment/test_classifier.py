@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 
 from apps.sentiment.classifier import LABELS, load_latest, models_dir, registered_models
-from apps.sentiment.classifier_data import load_phrasebank, load_twitter, prepare_splits, shipped_twitter_csv
+from apps.sentiment.classifier_data import (
+    load_labelled_jsonl,
+    load_phrasebank,
+    load_twitter,
+    mix_in_sentences,
+    prepare_splits,
+    prepare_twitter_three_way_splits,
+    shipped_synthetic_jsonl,
+    shipped_twitter_csv,
+)
 from apps.sentiment.training import (
     ensure_default_model,
     evaluate_proba,
@@ -86,6 +95,40 @@ def test_splits_are_stratified_disjoint_and_twitter_only_trains(tmp_path: Path) 
     assert again.fingerprint == info.fingerprint  # deterministic
 
 
+def test_labelled_jsonl_names_the_bad_line(tmp_path: Path) -> None:
+    good = tmp_path / "ok.jsonl"
+    good.write_text(
+        '{"text": " Sales rose . ", "label": "positive"}\n\n{"text": "It is based in Oslo.", "label": "neutral"}\n'
+    )
+    assert load_labelled_jsonl(good) == [("Sales rose .", "positive"), ("It is based in Oslo.", "neutral")]
+    for i, line in enumerate(('{"text": "x", "label": "bullish"}', '{"text": "  ", "label": "neutral"}', "{not json")):
+        bad = tmp_path / f"bad{i}.jsonl"
+        bad.write_text('{"text": "fine", "label": "negative"}\n' + line + "\n")
+        with pytest.raises(ValidationError, match=f"bad{i}.jsonl:2"):
+            load_labelled_jsonl(bad)
+
+
+def test_mixed_in_sentences_train_and_validate_but_never_reach_the_tweet_test(tmp_path: Path) -> None:
+    tweets, _ = prepare_twitter_three_way_splits(tmp_path / "tw", _twitter(tmp_path / "tw.csv"), 0.2, 0.2)
+    extra = [
+        (f"Company {i} {w} .", y)
+        for i in range(10)
+        for w, y in (("grew", "positive"), ("fell", "negative"), ("met", "neutral"))
+    ]
+    mixed, extra_test, idx = mix_in_sentences(tmp_path / "mixed", tweets, extra, "news", 0.2, 0.2)
+    parts = {k: _rows(p) for k, p in (("train", mixed.train), ("val", mixed.validation), ("test", mixed.test))}
+    held = _rows(extra_test)
+    assert mixed.test == tweets.test and {r["source"] for r in parts["test"]} == {"twitter"}
+    assert sum(r["source"] == "news" for r in parts["train"]) == mixed.counts["news_train"] == 18
+    assert sum(r["source"] == "news" for r in parts["val"]) == len(idx["validation"]) == 6
+    assert len(held) == len(idx["test"]) == 6 and sorted(r["label"] for r in held) == sorted(list(LABELS) * 2)
+    texts = [{r["text"] for r in rows if r["source"] == "news"} for rows in (parts["train"], parts["val"], held)]
+    assert not texts[0] & texts[1] and not texts[0] & texts[2] and not texts[1] & texts[2]
+    assert len(parts["train"]) == tweets.counts["train"] + 18 and mixed.fingerprint != tweets.fingerprint
+    again, _, _ = mix_in_sentences(tmp_path / "again", tweets, extra, "news", 0.2, 0.2)
+    assert again.fingerprint == mixed.fingerprint
+
+
 def test_temperature_scaling_recovers_the_temperature_and_lowers_ece() -> None:
     import numpy as np
 
@@ -112,6 +155,29 @@ def test_load_latest_without_a_model_says_how_to_fix(tmp_path: Path) -> None:
     (models_dir(tmp_path) / ".half-written.tmp").mkdir(parents=True)
     (models_dir(tmp_path) / "no-manifest").mkdir()
     assert registered_models(tmp_path) == []
+
+
+def test_shipped_synthetic_sentences_are_labelled_unique_and_licensed() -> None:
+    rows = load_labelled_jsonl(shipped_synthetic_jsonl())
+    assert len(rows) >= 1500 and len({t for t, _ in rows}) == len(rows)
+    counts = {lab: sum(y == lab for _, y in rows) for lab in LABELS}
+    assert min(counts.values()) >= 0.1 * len(rows), counts
+    source = (shipped_synthetic_jsonl().parent / "SOURCE.md").read_text()
+    assert "synthetic_corporate_news.jsonl" in source and "MIT" in source
+
+
+def test_shipped_synthetic_sentences_share_no_text_with_phrasebank(shared_data: Path) -> None:
+    """Written without reading PhraseBank, then de-contaminated: no 6-word run of its sentences is in the file."""
+    rows = load_labelled_jsonl(shipped_synthetic_jsonl())
+    pb = load_phrasebank(shared_data / "financial_phrasebank", "50Agree")
+
+    def grams(text: str) -> set[tuple[str, ...]]:
+        words = text.lower().replace(" ,", ",").replace(" .", ".").split()
+        return {tuple(words[i : i + 6]) for i in range(len(words) - 5)}
+
+    seen = set().union(*(grams(t) for t, _ in pb))
+    shared = [t for t, _ in rows if grams(t) & seen]
+    assert not shared, shared[:3]
 
 
 def test_shipped_twitter_data_is_present_with_its_licence_note() -> None:
