@@ -51,9 +51,16 @@ def shipped_twitter_csv() -> Path:
     return REPO / "data" / "finance" / "sentiment" / "twitter_financial_news_train.csv"
 
 
-def shipped_synthetic_jsonl() -> Path:
-    """The project's own synthetic corporate-news sentences (``data/finance/sentiment/``)."""
-    return REPO / "data" / "finance" / "sentiment" / "synthetic_corporate_news.jsonl"
+def shipped_synthetic_jsonl(part: str = "split") -> Path:
+    """The project's own synthetic corporate-news sentences (``data/finance/sentiment/``).
+
+    ``part``: ``split`` (the first batch: split into train/validation/test) or ``more`` (the second
+    batch: training only, so that the validation and test parts keep their meaning).
+    """
+    names = {"split": "synthetic_corporate_news.jsonl", "more": "synthetic_corporate_news_more.jsonl"}
+    if part not in names:
+        raise ValidationError(f"synthetic part {part!r}: expected one of {sorted(names)}")
+    return REPO / "data" / "finance" / "sentiment" / names[part]
 
 
 def load_labelled_jsonl(path: Path) -> list[tuple[str, str]]:
@@ -286,11 +293,14 @@ def mix_in_sentences(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 13,
+    train_only: list[tuple[str, str]] | None = None,
 ) -> tuple[SplitInfo, Path, dict[str, list[int]]]:
     """``base`` with a stratified split of ``extra`` added to its train and validation files.
 
     The test file stays ``base``'s (the reported figure keeps its meaning); the held-out part of
-    ``extra`` goes to a file of its own, ``extra_test.csv``, reported beside it.
+    ``extra`` goes to a file of its own, ``extra_test.csv``, reported beside it. ``train_only``
+    rows join the training file alone: the validation and held-out files are the same bytes as
+    without them, so runs with and without them are compared on one validation set.
 
     Returns:
         ``(SplitInfo of the mixed files, extra_test.csv, {"validation": .., "test": ..} indices of extra)``.
@@ -306,10 +316,13 @@ def mix_in_sentences(
         with open(path, newline="", encoding="utf-8") as f:
             return [(r["text"], r["label"], r["source"], int(r["allagree"])) for r in csv.DictReader(f)]
 
-    train, val, test = read(base.train) + rows(tr), read(base.validation) + rows(va), read(base.test)
+    more = [(t, y, f"{source}_more", 0) for t, y in train_only or []]
+    train, val, test = read(base.train) + rows(tr) + more, read(base.validation) + rows(va), read(base.test)
     out_dir = Path(out_dir)
     counts = {**base.counts, "train": len(train), "val": len(val), f"{source}_train": len(tr), f"{source}_val": len(va)}
     counts[f"{source}_test"] = len(te)
+    if more:
+        counts[f"{source}_more_train"] = len(more)
     info = SplitInfo(
         out_dir / "train.csv", out_dir / "val.csv", base.test, counts, _fingerprint(train, val, test, rows(te))
     )

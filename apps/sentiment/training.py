@@ -373,7 +373,9 @@ def _read_artefact(artefact: Path) -> dict[str, Any]:
     return config
 
 
-_EXTRA_DATA_KEYS = ("extra_file", "extra_file_sha256", "extra_licence", "extra_counts")
+_EXTRA_DATA_KEYS = (
+    "extra_file", "extra_file_sha256", "extra_licence", "extra_counts", "extra_more_file", "extra_more_file_sha256"
+)  # fmt: skip
 
 
 def build_default_from_artefact(

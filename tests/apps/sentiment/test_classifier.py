@@ -127,6 +127,21 @@ def test_mixed_in_sentences_train_and_validate_but_never_reach_the_tweet_test(tm
     assert len(parts["train"]) == tweets.counts["train"] + 18 and mixed.fingerprint != tweets.fingerprint
     again, _, _ = mix_in_sentences(tmp_path / "again", tweets, extra, "news", 0.2, 0.2)
     assert again.fingerprint == mixed.fingerprint
+    # training-only rows change the training file alone: one validation set for runs with and without them
+    more, more_test, _ = mix_in_sentences(
+        tmp_path / "more", tweets, extra, "news", 0.2, 0.2, train_only=[("Plant opened .", "neutral")]
+    )
+    assert (
+        more.validation.read_bytes() == mixed.validation.read_bytes()
+        and more_test.read_bytes() == extra_test.read_bytes()
+    )
+    assert _rows(more.train)[-1] == {
+        "text": "Plant opened .",
+        "label": "neutral",
+        "source": "news_more",
+        "allagree": "0",
+    }
+    assert more.counts["news_more_train"] == 1 and more.fingerprint != mixed.fingerprint
 
 
 def test_temperature_scaling_recovers_the_temperature_and_lowers_ece() -> None:
@@ -158,17 +173,22 @@ def test_load_latest_without_a_model_says_how_to_fix(tmp_path: Path) -> None:
 
 
 def test_shipped_synthetic_sentences_are_labelled_unique_and_licensed() -> None:
-    rows = load_labelled_jsonl(shipped_synthetic_jsonl())
-    assert len(rows) >= 1500 and len({t for t, _ in rows}) == len(rows)
-    counts = {lab: sum(y == lab for _, y in rows) for lab in LABELS}
-    assert min(counts.values()) >= 0.1 * len(rows), counts
+    first, more = load_labelled_jsonl(shipped_synthetic_jsonl()), load_labelled_jsonl(shipped_synthetic_jsonl("more"))
+    for rows in (first, more):
+        assert len(rows) >= 1500 and len({t for t, _ in rows}) == len(rows)
+        counts = {lab: sum(y == lab for _, y in rows) for lab in LABELS}
+        assert min(counts.values()) >= 0.1 * len(rows), counts
+    assert not {t for t, _ in first} & {t for t, _ in more}
     source = (shipped_synthetic_jsonl().parent / "SOURCE.md").read_text()
-    assert "synthetic_corporate_news.jsonl" in source and "MIT" in source
+    assert "synthetic_corporate_news.jsonl" in source and "synthetic_corporate_news_more.jsonl" in source
+    assert "MIT" in source
+    with pytest.raises(ValidationError, match="synthetic part"):
+        shipped_synthetic_jsonl("all")
 
 
 def test_shipped_synthetic_sentences_share_no_text_with_phrasebank(shared_data: Path) -> None:
     """Written without reading PhraseBank, then de-contaminated: no 6-word run of its sentences is in the file."""
-    rows = load_labelled_jsonl(shipped_synthetic_jsonl())
+    rows = load_labelled_jsonl(shipped_synthetic_jsonl()) + load_labelled_jsonl(shipped_synthetic_jsonl("more"))
     pb = load_phrasebank(shared_data / "financial_phrasebank", "50Agree")
 
     def grams(text: str) -> set[tuple[str, ...]]:
