@@ -17,8 +17,9 @@ def setup(
     ),
     home: Path | None = typer.Option(None, "--home", envvar="KGNLP_HOME", help="kgnlp home (default ~/.cache/kgnlp)"),
 ) -> None:
-    """Register the default sentiment model: the shipped adapter (trained on the shipped MIT tweets)
-    merged into MiniLM in seconds; idempotent. Falls back to training when the adapter is missing."""
+    """Register the default sentiment model: the shipped adapter (trained on the shipped MIT tweets and
+    synthetic sentences) merged into MiniLM in seconds; idempotent (a default built from an earlier
+    shipped adapter is replaced). Falls back to training when the adapter is missing."""
     from apps.sentiment.training import train_default
     from kgnlp.files import default_home
 

@@ -502,6 +502,19 @@ def build_default_from_artefact(
     return folder
 
 
+def _superseded_default(folder: Path, artefact: Path | None) -> bool:
+    """``folder`` is a default model built from a shipped adapter other than the one shipped now
+    (a user's own trained model, or an unreadable artefact, is never superseded)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        shipped = _read_artefact(Path(artefact) if artefact else DEFAULT_ARTEFACT)
+    except (OSError, ValueError, NotFoundError, ModelUnavailableError):
+        return False
+    built = manifest.get("artefact", {}).get("files", {}).get("adapter_model.safetensors")
+    now = shipped.get("files", {}).get("adapter_model.safetensors")
+    return manifest.get("kind") == "minilm-twitter-lora" and bool(built) and bool(now) and built != now
+
+
 def train_default(
     home: Path,
     twitter_csv: Path | None = None,
@@ -523,8 +536,9 @@ def train_default(
     quiet machine and a loaded one (slower, not worse); ``max_minutes`` is only a safety cap.
     Balanced class weights: 65% of the tweets are neutral, and without them a short run
     mostly predicts neutral (measured: macro-F1 0.49 after 150 unweighted steps).
-    Idempotent: returns the newest registered model at once unless ``force``; a file lock
-    keeps concurrent set-ups from training twice.
+    Idempotent: returns the newest registered model at once unless ``force`` or unless it is a
+    default built from an earlier shipped adapter (an upgraded checkout then registers the current
+    one; a model the user trained is kept); a file lock keeps concurrent set-ups from training twice.
 
     Args:
         home: ``KGNLP_HOME``.
@@ -552,10 +566,13 @@ def train_default(
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / ".setup.lock")):
         existing = registered_models(home)
-        if existing and not force:
-            log(f"sentiment model already registered: {existing[-1]} (use --force to rebuild)")
-            return existing[-1]
         shipped = twitter_csv is None or Path(twitter_csv).resolve() == shipped_twitter_csv().resolve()
+        stale = bool(existing) and not train and shipped and _superseded_default(existing[-1], artefact)
+        if existing and not force:
+            if not stale:
+                log(f"sentiment model already registered: {existing[-1]} (use --force to rebuild)")
+                return existing[-1]
+            log(f"{existing[-1].name} was built from an earlier shipped adapter: registering the current one")
         if not train and shipped:  # another CSV means: train on it
             try:
                 return build_default_from_artefact(home, artefact, embedder_path, twitter_csv, log=log)

@@ -90,3 +90,26 @@ def test_missing_artefact_falls_back_to_training(tmp_path: Path, embedder_path: 
     )
     assert any("missing" in line and "training" in line for line in lines), lines
     assert json.loads((folder / "manifest.json").read_text())["kind"] == "minilm-twitter"
+
+
+def test_a_default_from_an_earlier_shipped_adapter_is_replaced_and_a_trained_model_kept(
+    tmp_path: Path, embedder_path: Path
+) -> None:
+    home = tmp_path / "home"
+    first = train_default(home, embedder_path=embedder_path, log=lambda s: None)
+    manifest = json.loads((first / "manifest.json").read_text())
+    manifest["artefact"]["files"]["adapter_model.safetensors"] = "0" * 64  # as an older checkout built it
+    (first / "manifest.json").write_text(json.dumps(manifest))
+    lines: list[str] = []
+    second = train_default(home, embedder_path=embedder_path, log=lines.append)
+    assert second != first and any("earlier shipped adapter" in line for line in lines), lines
+    shipped = json.loads((DEFAULT_ARTEFACT / "config.json").read_text())["files"]
+    assert load_latest(home).folder == second
+    assert json.loads((second / "manifest.json").read_text())["artefact"]["files"] == shipped
+    assert train_default(home, embedder_path=embedder_path, log=lambda s: None) == second  # idempotent again
+    # a model the user trained (another kind) is never replaced by set-up
+    mine = json.loads((second / "manifest.json").read_text())
+    mine["kind"] = "single"
+    mine["artefact"]["files"]["adapter_model.safetensors"] = "1" * 64
+    (second / "manifest.json").write_text(json.dumps(mine))
+    assert train_default(home, embedder_path=embedder_path, log=lambda s: None) == second
