@@ -489,8 +489,8 @@ def build_default_from_artefact(
     )
     seconds = round(time.monotonic() - started, 1)
     manifest = json.loads((folder / MANIFEST).read_text())
-    keep = ("measured", "chosen", "tweet_test", "validation", "tweet_validation", "news_test", "phrasebank_50agree")
-    keep += ("train_minutes", "cpu")
+    keep = ("measured", "chosen", "tweet_test", "validation", "tweet_validation", "news_test", "phrasebank_50agree",
+            "train_minutes", "cpu")  # fmt: skip
     manifest["metrics"]["build"] = {  # the artefact's metrics.json, as measured when it was built
         "measured_by": build_metrics.get("measured_by", config.get("reproduce")),
         **{k: build_metrics[k] for k in keep if k in build_metrics},
