@@ -45,6 +45,28 @@ def test_keywords_match_case_insensitively_per_topic() -> None:
     m = KeywordMatcher([[r"\beps\b", "earnings"], [r"dividend", r"buy[- ]?backs?"], []])
     hits = m.hits(["Q3 EPS beats", "Board approves BUYBACK", "nothing here", "Earnings and a dividend"])
     assert hits.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 0], [1, 1, 0]]
+    # a pattern with capitals (a user's, or an escape such as \S) keeps IGNORECASE on the original text
+    caps = KeywordMatcher([["CEO"], [r"\bq\S"], [r"\bQ[1-4]\b"]])
+    assert caps.hits(["new ceo named", "Q3 up", "q4"]).tolist() == [[1, 0, 0], [0, 1, 1], [0, 1, 1]]
+
+
+def test_lower_cased_search_gives_the_hits_of_ignorecase_on_real_tweets() -> None:
+    import csv
+    import re
+
+    from apps.sentiment.classifier_data import shipped_twitter_csv
+
+    with open(shipped_twitter_csv(), newline="", encoding="utf-8") as f:
+        texts = [*[r["text"] for r in csv.DictReader(f)][:3000], "İSTANBUL EARNINGS", "ſtock BUYBACK", "É" * 2000]
+    keywords = [t.keywords for t in load_topics()]
+    want = np.array(
+        [
+            [bool(re.search("|".join(ks), t[: KeywordMatcher.MAX_CHARS], re.IGNORECASE)) for ks in keywords]
+            for t in texts
+        ]
+    )
+    got = KeywordMatcher(keywords).hits(texts).astype(bool)
+    assert got.sum() > 1000 and (got == want).all(), np.argwhere(got != want)[:5]
 
 
 def test_shipped_keywords_stay_linear_on_cap_sized_hostile_text() -> None:
