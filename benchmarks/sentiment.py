@@ -42,6 +42,7 @@ STAGES = (
     "minilm-pbtw",
     "minilm-dapt-pb",
     "mpnet-pb",
+    "mpnet-pbsyn",
     "smollm2-lora-pb",
     "zeroshot",
     "fewshot",
@@ -50,17 +51,15 @@ STAGES = (
     "served",
 )
 ENSEMBLES = ("ensemble-mean", "ensemble-weighted", "ensemble-stacking")
-FT_STAGES = ("minilm-pb", "minilm-pbtw", "minilm-dapt-pb", "mpnet-pb", "smollm2-lora-pb")
+FT_STAGES = ("minilm-pb", "minilm-pbtw", "minilm-dapt-pb", "mpnet-pb", "mpnet-pbsyn", "smollm2-lora-pb")
 CMD = ".venv/bin/python benchmarks/sentiment.py --stages {}"
 
 
 def _splits(out: Path, shared: Path, kind: str) -> Any:
-    from apps.sentiment.classifier_data import prepare_splits
+    from apps.sentiment.training import candidate_splits
 
-    tw = shared / "twitter_financial_news_sentiment" / "sent_train.csv" if kind == "pbtw" else None
-    from apps.sentiment.training import TWITTER_ROWS
-
-    return prepare_splits(out / f"splits_{kind}", shared / "financial_phrasebank", tw, twitter_max_rows=TWITTER_ROWS)
+    tw = shared / "twitter_financial_news_sentiment" / "sent_train.csv"
+    return candidate_splits(kind, out / f"splits_{kind}", shared / "financial_phrasebank", tw)
 
 
 def _speed(predict: Any, texts: list[str], repeats: int = 2) -> dict[str, float]:
@@ -286,10 +285,12 @@ def main() -> int:
 
     out: Path = args.out
     stages = [s for s in args.stages.split(",") if s]
-    splits = {k: _splits(out, shared, k) for k in ("pb", "pbtw")}
+    splits = {k: _splits(out, shared, k) for k in ("pb", "pbtw", "pbsyn")}
     val = read_split(splits["pb"].validation)
     test = read_split(splits["pb"].test)
-    assert splits["pb"].test.read_bytes() == splits["pbtw"].test.read_bytes(), "test splits must be identical"
+    for k in ("pbtw", "pbsyn"):
+        assert splits["pb"].validation.read_bytes() == splits[k].validation.read_bytes(), "one validation split"
+        assert splits["pb"].test.read_bytes() == splits[k].test.read_bytes(), "test splits must be identical"
     print(f"splits: {json.dumps(splits['pbtw'].counts)}", flush=True)
     model_home = default_home() / "models"
     started = time.monotonic()

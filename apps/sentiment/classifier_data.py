@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,6 +166,8 @@ def prepare_splits(
     test_fraction: float = 0.24,
     seed: int = 13,
     twitter_max_rows: int | None = None,
+    extra_train: Sequence[tuple[str, str]] = (),
+    extra_source: str = "synthetic",
 ) -> SplitInfo:
     """Stratified PhraseBank-50Agree train/validation/test (+ twitter rows in train) as CSV files.
 
@@ -177,6 +180,9 @@ def prepare_splits(
             sentences, so one sentence moves accuracy by 0.11 points (15% gave 579).
         seed: split seed.
         twitter_max_rows: keep a stratified subset of this many tweets (CPU time).
+        extra_train: more ``(text, label)`` rows for the training part only (validation and test
+            stay PhraseBank's, the same bytes as without them), tagged ``extra_source``.
+        extra_source: the ``source`` column of ``extra_train`` rows.
 
     Returns:
         The written paths, row counts and a fingerprint of the contents.
@@ -198,6 +204,8 @@ def prepare_splits(
             keep = stratified_split([y for _, y in tw], [1 - twitter_max_rows / len(tw)], seed)[0]
             tw = [tw[i] for i in keep]
         train += [(t, y, "twitter", 0) for t, y in tw]
+    n_twitter = len(train) - n_pb_train
+    train += [(t, y, extra_source, 0) for t, y in extra_train]
     out_dir = Path(out_dir)
     paths = SplitInfo(out_dir / "train.csv", out_dir / "val.csv", out_dir / "test.csv", {}, "")
     _write(paths.train, train)
@@ -206,11 +214,13 @@ def prepare_splits(
     counts = {
         "train": len(train),
         "train_phrasebank": n_pb_train,
-        "train_twitter": len(train) - n_pb_train,
+        "train_twitter": n_twitter,
         "val": len(val),
         "test": len(test),
         "test_allagree": sum(r[3] for r in test),
     }
+    if extra_train:
+        counts[f"train_{extra_source}"] = len(extra_train)
     info = SplitInfo(paths.train, paths.validation, paths.test, counts, _fingerprint(train, val, test))
     atomic_write_json(out_dir / "splits.json", {"counts": counts, "fingerprint": info.fingerprint, "seed": seed})
     return info

@@ -86,6 +86,13 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "model": "all-mpnet-base-v2",
         "train": {"epochs": 3, "lr": 3e-5, "batch_size": 16, "num_threads": 2},
     },
+    # the same on PhraseBank + the project's own synthetic corporate-news sentences (both MIT batches,
+    # 3,521, training only: validation and test stay PhraseBank's); 2 epochs of the larger set
+    "mpnet-pbsyn": {
+        "splits": "pbsyn",
+        "model": "all-mpnet-base-v2",
+        "train": {"epochs": 2, "lr": 3e-5, "batch_size": 16, "num_threads": 2},
+    },
     # SmolLM2-135M + LoRA (r=16 on all projections) with a classification head, time-capped
     "smollm2-lora-pb": {
         "splits": "pb",
@@ -95,6 +102,33 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     },
 }
 CHOSEN = "minilm-pb"  # picked by benchmarks/sentiment.py (docs/sentiment_classifier.md)
+
+
+def candidate_splits(kind: str, out_dir: Path, phrasebank_dir: Path, twitter_csv: Path | None) -> SplitInfo:
+    """The training files of a candidate's ``splits`` kind; validation and test are PhraseBank's in all.
+
+    ``pb``: PhraseBank's training part; ``pbtw``: + a stratified ``TWITTER_ROWS`` tweets (when
+    ``twitter_csv`` exists); ``pbsyn``: + every shipped synthetic corporate-news sentence (MIT, no
+    6-word run shared with PhraseBank, so none of its test sentences leaks in).
+    """
+    from apps.sentiment.classifier_data import load_labelled_jsonl, shipped_synthetic_jsonl
+
+    if kind not in ("pb", "pbtw", "pbsyn"):
+        raise ConfigurationError(f"splits kind {kind!r} is not pb, pbtw or pbsyn")
+    twitter = twitter_csv if kind == "pbtw" else None
+    extra = [r for part in ("split", "more") for r in load_labelled_jsonl(shipped_synthetic_jsonl(part))]
+    return prepare_splits(
+        out_dir, phrasebank_dir, twitter, twitter_max_rows=TWITTER_ROWS, extra_train=extra if kind == "pbsyn" else ()
+    )
+
+
+def _train_description(counts: dict[str, int]) -> str:
+    text = f"PhraseBank 50Agree train part ({counts['train_phrasebank']} rows)"
+    if counts.get("train_twitter"):
+        text += f" + {counts['train_twitter']} tweets (MIT)"
+    if counts.get("train_synthetic"):
+        text += f" + {counts['train_synthetic']} synthetic corporate-news sentences (MIT, kgnlp's own)"
+    return text
 
 
 def _now() -> datetime:
@@ -688,8 +722,7 @@ def train_chosen(
     work = Path(work_dir) if work_dir else Path(home) / "sentiment" / "work"
 
     def splits_for(which: str) -> SplitInfo:
-        twitter = tw if which == "pbtw" and tw.is_file() else None
-        return prepare_splits(work / f"splits-{which}", pb, twitter, twitter_max_rows=TWITTER_ROWS)
+        return candidate_splits(which, work / f"splits-{which}", pb, tw if tw.is_file() else None)
 
     runs: list[Path] = []
     for name in names:
@@ -703,7 +736,8 @@ def train_chosen(
         cfg = cfg.model_copy(update={"output_dir": work / "runs" / f"{name}-{stamp}"})
         finetune(cfg, resume=False, log=log)
         runs.append(cfg.output_dir)
-    splits = splits_for(transfer)  # validation and test are PhraseBank only, the same in every variant
+    # validation and test are PhraseBank's only, the same bytes in every kind; the counts describe the data
+    splits = splits_for(transfer if kind == "distill" else CANDIDATES[names[0]]["splits"])
     if kind == "distill":
         from models.prune import truncate_layers
 
@@ -724,8 +758,7 @@ def train_chosen(
         recipe.replace(":", "-").replace("+", "-"),
         splits,
         data={
-            "train": f"PhraseBank 50Agree train part ({splits.counts['train_phrasebank']} rows)"
-            + f" (+ {splits.counts['train_twitter']} tweets in the pbtw recipes)",
+            "train": _train_description(splits.counts),
             "validation": f"PhraseBank 50Agree, stratified 8% ({splits.counts['val']}: temperature)",
             "test": f"PhraseBank 50Agree, stratified 24% ({splits.counts['test']}; AllAgree part reported separately)",
             "source": str(data_dir),

@@ -95,6 +95,25 @@ def test_splits_are_stratified_disjoint_and_twitter_only_trains(tmp_path: Path) 
     assert again.fingerprint == info.fingerprint  # deterministic
 
 
+def test_synthetic_sentences_join_the_training_part_only(tmp_path: Path) -> None:
+    from apps.sentiment.training import candidate_splits
+
+    pb, tw = _phrasebank(tmp_path / "pb"), _twitter(tmp_path / "tw.csv")
+    plain = candidate_splits("pb", tmp_path / "pb-splits", pb, tw)
+    syn = candidate_splits("pbsyn", tmp_path / "syn-splits", pb, tw)
+    shipped = [
+        r for part in ("split", "more") for r in load_labelled_jsonl(shipped_synthetic_jsonl(part))
+    ]  # both MIT batches
+    train = _rows(syn.train)
+    assert [(r["text"], r["label"]) for r in train if r["source"] == "synthetic"] == shipped
+    assert [r for r in train if r["source"] != "synthetic"] == _rows(plain.train)
+    assert syn.validation.read_bytes() == plain.validation.read_bytes()  # choices and scores stay PhraseBank's
+    assert syn.test.read_bytes() == plain.test.read_bytes()
+    assert syn.counts["train_synthetic"] == len(shipped) and "train_synthetic" not in plain.counts
+    with pytest.raises(ConfigurationError, match="splits kind"):
+        candidate_splits("tweets", tmp_path / "x", pb, tw)
+
+
 def test_labelled_jsonl_names_the_bad_line(tmp_path: Path) -> None:
     good = tmp_path / "ok.jsonl"
     good.write_text(
