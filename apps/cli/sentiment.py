@@ -32,11 +32,13 @@ def train(
     config: str | None = typer.Option(
         None,
         "--config",
-        help="recipe: NAME | distill:TEACHER:LAYERS[:pb|pbtw] | ensemble:A+B (default: the chosen one)",
+        help="recipe: NAME | distill:TEACHER:LAYERS[:pb|pbtw] | ensemble:A+B (default: mpnet-pbsyn, ~40 min; "
+        "minilm-pb: ~7 min, ~7x faster served, 4 points less accurate)",
     ),
     home: Path | None = typer.Option(None, "--home", envvar="KGNLP_HOME", help="kgnlp home (default ~/.cache/kgnlp)"),
 ) -> None:
-    """Train the chosen configuration on PhraseBank (+ twitter) and register it (served as the newest)."""
+    """Train the chosen configuration on PhraseBank (+ the shipped synthetic sentences) and register it
+    (served as the newest)."""
     from apps.sentiment.training import CHOSEN, train_chosen
     from kgnlp.files import default_home
 

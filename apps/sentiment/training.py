@@ -4,13 +4,14 @@
   ``models.config.RunConfig`` each, trained by ``models.finetune``).
 - ``fit_temperature`` / ``expected_calibration_error``: temperature scaling on the validation split.
 - ``register_model``: copies trained run(s) into ``KGNLP_HOME/sentiment/models/NAME`` atomically,
-  fits the temperature on the served (int8) form, measures test metrics and writes the manifest.
+  chooses the served form on validation (int8, int8 with the feed-forward outputs in float, or fp32),
+  fits the temperature on it, measures test metrics and writes the manifest.
 - ``build_default_from_artefact`` (``kgnlp sentiment setup``): the shipped LoRA adapter + head
   (``data/finance/sentiment_model/``, trained on the shipped tweets) merged into MiniLM, seconds.
 - ``train_default`` (``kgnlp sentiment setup --train``, or when the artefact is missing): MiniLM
   trained on the shipped twitter set, a few minutes.
 - ``train_chosen`` (``kgnlp sentiment train``): the configuration chosen by the benchmark, on
-  PhraseBank + twitter from ``../shared/data`` (or ``--data DIR``).
+  PhraseBank from ``../shared/data`` (or ``--data DIR``) + the shipped synthetic sentences.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ TWITTER_ROWS = 2000  # stratified twitter subset added to PhraseBank's training 
 CANDIDATES: dict[str, dict[str, Any]] = {
     # MiniLM-L6 full fine-tune on PhraseBank only (the DESIGN baseline recipe, higher head lr)
     "minilm-pb": {"splits": "pb", "model": "all-minilm-l6-v2", "train": {"epochs": 3}},
+    # the same on PhraseBank + the shipped synthetic corporate-news sentences (training only)
+    "minilm-pbsyn": {"splits": "pbsyn", "model": "all-minilm-l6-v2", "train": {"epochs": 3}},
     # the same on PhraseBank + 2,000 tweets (shorter, noisier finance text)
     "minilm-pbtw": {"splits": "pbtw", "model": "all-minilm-l6-v2", "train": {"epochs": 2}},
     # domain-adaptive MLM on unlabelled finance text (training sentences + all tweets), then minilm-pb's recipe
@@ -101,7 +104,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "train": {"epochs": 1, "lr": 5e-4, "head_lr": 2e-3, "batch_size": 16, "max_minutes": 6},
     },
 }
-CHOSEN = "minilm-pb"  # picked by benchmarks/sentiment.py (docs/sentiment_classifier.md)
+CHOSEN = "mpnet-pbsyn"  # best validation accuracy in benchmarks/sentiment.py (docs/sentiment_classifier.md)
 
 
 def candidate_splits(kind: str, out_dir: Path, phrasebank_dir: Path, twitter_csv: Path | None) -> SplitInfo:
@@ -313,10 +316,13 @@ def register_model(
             **(extra or {}),
         }
         atomic_write_json(tmp / MANIFEST, manifest)
-        clf = RegisteredClassifier(tmp).load()
-        manifest["params"] = sum(m.params for m in clf._members or [])
         vx, vy, _ = read_split(splits.validation)
         tx, ty, tagree = read_split(splits.test)
+        if quantize:
+            manifest.update(_served_form(tmp, manifest, vx, vy, log))
+            atomic_write_json(tmp / MANIFEST, manifest)
+        clf = RegisteredClassifier(tmp).load()
+        manifest["params"] = sum(m.params for m in clf._members or [])
         t0 = time.perf_counter()
         val_lp = clf.log_proba(vx)
         test_lp = val_lp if splits.test == splits.validation else clf.log_proba(tx)
@@ -346,6 +352,39 @@ def register_model(
         f"T={temp:.3f} ECE {before['ece']:.4f}→{after['ece']:.4f}"
     )
     return final
+
+
+QUANTIZE_TOLERANCE = 0.01  # validation accuracy an int8 form may lose against fp32
+
+
+def _served_form(folder: Path, manifest: dict[str, Any], texts: list[str], y: list[int], log: Log) -> dict[str, Any]:
+    """``quantize``/``keep_float`` manifest fields: the first form within ``QUANTIZE_TOLERANCE`` of
+    fp32 validation accuracy among every layer int8 but the head, also the feed-forward outputs in
+    float, and fp32 (MiniLM keeps the first; all-mpnet-base-v2 loses 13 points there).
+
+    Chosen on the validation texts only; the record of what was tried goes into the manifest."""
+    import numpy as np
+
+    from apps.sentiment.classifier import FFN_OUTPUT_LAYERS, HEAD_LAYERS
+
+    def accuracy(quantize: bool, keep_float: tuple[str, ...]) -> float:
+        atomic_write_json(folder / MANIFEST, {**manifest, "quantize": quantize, "keep_float": list(keep_float)})
+        lp = RegisteredClassifier(folder).load().log_proba(texts)
+        return float(np.mean(lp.argmax(1) == np.asarray(y)))
+
+    reference = accuracy(False, HEAD_LAYERS)
+    tried = []
+    for keep in (HEAD_LAYERS, HEAD_LAYERS + FFN_OUTPUT_LAYERS):
+        acc = accuracy(True, keep)
+        tried.append({"keep_float": list(keep), "val_accuracy": round(acc, 4)})
+        if acc >= reference - QUANTIZE_TOLERANCE:
+            chosen = {"quantize": True, "keep_float": list(keep)}
+            break
+    else:
+        chosen = {"quantize": False, "keep_float": list(HEAD_LAYERS)}
+    log(f"served form: {chosen} (validation accuracy fp32 {reference:.4f}; int8 tried {tried})")
+    record = {"val_accuracy_fp32": round(reference, 4), "int8_tried": tried, "tolerance": QUANTIZE_TOLERANCE}
+    return {**chosen, "quantization": record}
 
 
 def _embedder(home: Path, embedder_path: Path | None = None) -> Path:
@@ -692,7 +731,7 @@ def train_chosen(
     train_overrides: dict[str, Any] | None = None,
     log: Log = print,
 ) -> Path:
-    """Train the chosen configuration on PhraseBank (+ twitter) and register it.
+    """Train the chosen configuration on PhraseBank (+ tweets or synthetic sentences, per recipe) and register it.
 
     Args:
         home: ``KGNLP_HOME``.

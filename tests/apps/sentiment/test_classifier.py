@@ -226,6 +226,36 @@ def test_shipped_twitter_data_is_present_with_its_licence_note() -> None:
     assert "MIT" in (folder / "SOURCE.md").read_text() and (folder / "LICENSE.md").is_file()
 
 
+@pytest.mark.parametrize(
+    ("correct", "want"),
+    [
+        ({"fp32": 30, "int8": 30, "int8-ffn": 30}, (True, False)),  # int8 as good: every layer but the head
+        ({"fp32": 30, "int8": 20, "int8-ffn": 30}, (True, True)),  # the feed-forward outputs kept float
+        ({"fp32": 30, "int8": 20, "int8-ffn": 25}, (False, False)),  # neither within 1 point: fp32
+    ],
+)
+def test_served_form_is_chosen_on_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, correct: dict[str, int], want: tuple[bool, bool]
+) -> None:
+    from apps.sentiment import training
+    from apps.sentiment.classifier import FFN_OUTPUT_LAYERS, RegisteredClassifier
+
+    y = [0, 1, 2] * 10
+
+    def log_proba(self: RegisteredClassifier, texts: list[str]) -> np.ndarray:
+        form = "int8-ffn" if self.quantize and FFN_OUTPUT_LAYERS[0] in self.keep_float else "int8"
+        right = correct[form if self.quantize else "fp32"]
+        labels = [t if i < right else (t + 1) % 3 for i, t in enumerate(y)]  # the first ``right`` are correct
+        return np.log(np.eye(3)[labels] * 0.98 + 0.01)
+
+    monkeypatch.setattr(RegisteredClassifier, "load", lambda self: self)
+    monkeypatch.setattr(RegisteredClassifier, "log_proba", log_proba)
+    manifest = {"members": [{"path": "members/0", "weight": 1.0}]}
+    got = training._served_form(tmp_path, manifest, [str(i) for i in range(30)], y, log=lambda s: None)
+    assert (got["quantize"], FFN_OUTPUT_LAYERS[0] in got["keep_float"]) == want
+    assert "classifier" in got["keep_float"] and got["quantization"]["val_accuracy_fp32"] == 1.0
+
+
 def test_train_register_load_predict_end_to_end(tmp_path: Path, embedder_path: Path) -> None:
     """A few real MiniLM steps on tweets → registered (int8 + temperature) → newest served, in order."""
     import torch
@@ -244,6 +274,8 @@ def test_train_register_load_predict_end_to_end(tmp_path: Path, embedder_path: P
     first = register_model(home, [cfg.output_dir], "tiny", splits, {"train": "tiny"}, log=lambda s: None)
     man = json.loads((first / "manifest.json").read_text())
     assert man["kind"] == "tiny" and man["quantize"] is True
+    assert man["quantization"]["val_accuracy_fp32"] >= 0 and man["quantization"]["int8_tried"]  # chosen on validation
+    assert "classifier" in man["keep_float"]
     assert 0.05 <= man["calibration"]["temperature"] <= 20
     assert {"val_ece_before", "val_ece_after", "test_ece_before", "test_ece_after"} <= set(man["calibration"])
     assert not [p for p in first.rglob("*") if p.suffix in (".pt", ".pkl", ".bin", ".pickle")]
