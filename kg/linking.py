@@ -186,7 +186,8 @@ class Linker:
         if self._by_key:
             self._automaton.make_automaton()
         self._keys = list(self._by_key)
-        self._len_cache: dict[int, list[str]] = {}  # n-gram key length -> alias keys a fuzzy match may have
+        # n-gram key length -> (alias keys a fuzzy match may have, their character masks, their lengths)
+        self._len_cache: dict[int, tuple[list[str], np.ndarray, np.ndarray]] = {}
         self._emb_cache: dict[str, np.ndarray] = {}
         self._fuzzy_cache: dict[str, str | None] = {}  # n-gram key -> best alias key (None: no match)
 
@@ -359,25 +360,35 @@ class Linker:
 
         if key in self._fuzzy_cache:
             return self._fuzzy_cache[key]
-        hit = process.extractOne(
-            key, self._similar_length(len(key)), scorer=fuzz.ratio, score_cutoff=self.fuzzy_threshold
-        )
+        keys, masks, lengths = self._similar_length(len(key))
+        # a character in one key and not the other costs at least one insertion or deletion, so
+        # keys differing in more characters than the threshold allows cannot match: most n-grams
+        # of a headline have no candidate left and skip the scan (same result, fewer comparisons)
+        slack = 1.0 - (self.fuzzy_threshold or 0.0) / 100.0
+        differ = np.bitwise_count(masks ^ _char_mask(key))
+        near = np.flatnonzero(differ <= slack * (len(key) + lengths) + 1e-9)
+        hit = None
+        if len(near):
+            hit = process.extractOne(key, [keys[i] for i in near], scorer=fuzz.ratio, score_cutoff=self.fuzzy_threshold)
         best = hit[0] if hit else None
         if len(self._fuzzy_cache) >= _FUZZY_CACHE_SIZE:
             self._fuzzy_cache.clear()
         self._fuzzy_cache[key] = best
         return best
 
-    def _similar_length(self, n: int) -> list[str]:
-        """Alias keys (in dictionary order) whose length allows a ratio >= the threshold with a length-``n`` key."""
-        keys = self._len_cache.get(n)
-        if keys is None:
+    def _similar_length(self, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Alias keys (in dictionary order) whose length allows a ratio >= the threshold with a
+        length-``n`` key, with their character masks and lengths."""
+        found = self._len_cache.get(n)
+        if found is None:
             # ratio = 100 * (1 - indel / (n + m)) and indel >= |n - m|
             slack = 1.0 - (self.fuzzy_threshold or 0.0) / 100.0
             keys = [k for k in self._keys if abs(n - len(k)) <= slack * (n + len(k)) + 1e-9]
+            masks = np.array([_char_mask(k) for k in keys], dtype=np.uint64)
+            found = (keys, masks, np.array([len(k) for k in keys], dtype=np.float64))
             if len(self._len_cache) < _FUZZY_CACHE_SIZE:
-                self._len_cache[n] = keys
-        return keys
+                self._len_cache[n] = found
+        return found
 
     def _context(self, text: str, start: int, end: int) -> str:
         """About ``context_chars`` of ``text`` around ``text[start:end]``, cut at spaces."""
@@ -414,6 +425,15 @@ class Linker:
             score = 0.3 * score + 0.7 * sim_w / sim_w.sum()
         order = np.argsort(-score, kind="stable")
         return [(ids[k], round(float(score[k]), 4)) for k in order]
+
+
+def _char_mask(key: str) -> np.uint64:
+    """The characters of ``key`` as bits of a 64-bit mask (``ord % 64``: two characters may share a
+    bit, which only makes the mask difference a lower count, never a higher one)."""
+    bits = 0
+    for c in set(key):
+        bits |= 1 << (ord(c) % 64)
+    return np.uint64(bits)
 
 
 def _occupancy(spans: Iterable[_Span], n: int) -> bytearray:

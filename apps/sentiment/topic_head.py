@@ -142,8 +142,12 @@ class WordFeatures:
         """``(n, terms)`` dense features of the first ``KeywordMatcher.MAX_CHARS`` of each text."""
         if self._vectorizer is None:
             return np.zeros((len(texts), 0), dtype=np.float32)
+        return np.asarray(self.sparse(texts).toarray(), dtype=np.float32)
+
+    def sparse(self, texts: Sequence[str]) -> Any:
+        """The same features as a SciPy CSR matrix (a text has a handful of the ~2,000 terms)."""
         clipped = [t[: KeywordMatcher.MAX_CHARS] for t in texts]
-        return np.asarray(self._vectorizer.transform(clipped).toarray(), dtype=np.float32)
+        return self._vectorizer.transform(clipped)
 
 
 class TopicHead:
@@ -274,7 +278,12 @@ class TopicHead:
         """``(n, topics)`` probabilities."""
         if not len(texts):
             return np.zeros((0, len(self.names)), dtype=np.float32)
-        z = self._design(vectors, self.words, self.matcher, texts) @ self.coef.T + self.intercept
+        # the design matrix's three blocks, multiplied apart: the word block stays sparse
+        dim, terms = np.asarray(vectors).shape[1], len(self.words.terms)
+        z = np.asarray(vectors, dtype=np.float32) @ self.coef[:, :dim].T + self.intercept
+        z += self.matcher.hits(texts) @ self.coef[:, dim + terms :].T
+        if terms:
+            z += np.asarray(self.words.sparse(texts) @ self.coef[:, dim : dim + terms].T, dtype=np.float32)
         return 1 / (1 + np.exp(-z))
 
     def tag(self, texts: Sequence[str], vectors: np.ndarray | None = None) -> list[list[str]]:

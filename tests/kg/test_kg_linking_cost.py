@@ -136,3 +136,31 @@ def test_vectorised_ascii_normalisation_matches_the_general_path() -> None:
         assert _ascii_with_offsets(text) == _general_with_offsets(text), text
     text = hostile_text(3, SENTIMENT_CHARS).replace("é", "e") + " Apple's, Fox`s s's 's"
     assert _ascii_with_offsets(text) == _general_with_offsets(text)
+
+
+def test_fuzzy_prefilter_finds_what_a_full_scan_finds(finance: GraphStore) -> None:
+    """The character-mask filter only skips aliases that cannot reach the threshold: on typos of every
+    alias, random capitalised n-grams and shipped tweets' n-grams, the result equals a scan of all keys."""
+    from rapidfuzz import fuzz, process
+
+    from apps.sentiment.classifier_data import load_twitter, shipped_twitter_csv
+    from kg.text import normalize_key
+
+    lk = Linker.from_store(finance)
+    rng = random.Random(5)
+    queries = []
+    for k in lk._keys:  # one typo of each alias: a drop, a swap or a substitution
+        i = rng.randrange(len(k))
+        queries += [k[:i] + k[i + 1 :], k[:i] + rng.choice("aeiouxz") + k[i + 1 :], k[::-1]]
+    for text, _ in load_twitter(shipped_twitter_csv())[:1500]:
+        words = text.split()
+        queries += [normalize_key(" ".join(words[i : i + n])) for i in range(len(words)) for n in (1, 2, 3)]
+    queries = [q for q in dict.fromkeys(queries) if len(q) >= 5]
+    assert len(queries) > 10_000
+    found = 0
+    for q in queries:
+        full = process.extractOne(q, lk._keys, scorer=fuzz.ratio, score_cutoff=lk.fuzzy_threshold)
+        got = lk._fuzzy_match(q)
+        assert got == (full[0] if full else None), q
+        found += got is not None
+    assert found > len(lk._keys)  # the typos are found: the test compares real matches, not only misses

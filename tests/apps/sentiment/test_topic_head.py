@@ -106,6 +106,8 @@ def test_a_topic_told_only_by_its_words_is_learned() -> None:
     y = np.array([["macro" in g for g in gold[140:]]]).T
     assert micro_f1(pred, y) > 0.9
     assert set(words) <= set(head.words.terms) and head.report["terms"] == len(head.words.terms)
+    dense = TopicHead._design(vecs, head.words, head.matcher, texts) @ head.coef.T + head.intercept
+    assert np.allclose(head.proba(texts, vecs), 1 / (1 + np.exp(-dense)), atol=1e-5)  # blocks multiplied apart
 
 
 def test_word_features_read_a_fixed_vocabulary_and_the_head_of_long_texts() -> None:
