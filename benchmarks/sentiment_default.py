@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         news = csv_eval(clf, news_test)
     config = json.loads((DEFAULT_ARTEFACT / "config.json").read_text())
     config["calibration"] = {
-        "method": "temperature scaling of the served (int8) model on the validation split",
+        "method": "temperature scaling of the served model (int8 form chosen on validation) on the validation split",
         "temperature": manifest["calibration"]["temperature"],
     }
     (DEFAULT_ARTEFACT / "config.json").write_text(json.dumps(config, indent=1) + "\n")
@@ -397,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "chosen": chosen,
         "selection": "best validation accuracy among the shippable (LoRA) candidates; epochs = best validation epoch",
-        "served_form": "adapter merged into all-MiniLM-L6-v2, int8 dynamic, temperature-scaled",
+        "served_form": "adapter merged into all-MiniLM-L6-v2, int8 dynamic (layers kept in float: "
+        + ", ".join(manifest.get("keep_float", []))
+        + "; chosen on validation), temperature-scaled",
         "tweet_test": {**{k: test[k] for k in ("accuracy", "macro_f1", "loss", "ece")}, "n": len(indices["test"])},
         "validation": {
             "accuracy": rows[chosen]["val_accuracy"],

@@ -118,10 +118,20 @@ def token_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> li
 
 HEAD_LAYERS = ("classifier", "classifier.dense", "classifier.out_proj", "score", "pooler.dense")
 """Layer-name suffixes of classification heads (BERT, MPNet/RoBERTa, decoder LMs): never int8."""
-FFN_OUTPUT_LAYERS = ("output.dense",)
-"""The feed-forward output projections (and BERT's attention output): their inputs carry the outlier
-activations that per-tensor int8 handles worst. Measured on ``mpnet-pbsyn`` (PhraseBank validation,
-310): fp32 0.894, every layer int8 0.768, these kept float 0.884."""
+
+
+def ffn_output_layers(folder: Path) -> list[str]:
+    """Names of a transformers encoder's feed-forward output projections (``layer.N.output.dense``,
+    not the attention's ``attention.output.dense``), read from the safetensors index without loading
+    weights. Their inputs carry the outlier activations that per-tensor int8 handles worst."""
+    from safetensors import safe_open
+
+    names = []
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            names += [k.removesuffix(".weight") for k in f.keys() if k.endswith("output.dense.weight")]  # noqa: SIM118
+    layers = [n for n in names if not n.endswith("attention.output.dense")]
+    return sorted(layers, key=lambda n: [int(p) if p.isdigit() else p for p in n.split(".")])
 
 
 class _Member:

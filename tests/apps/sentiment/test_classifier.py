@@ -7,6 +7,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -226,34 +227,57 @@ def test_shipped_twitter_data_is_present_with_its_licence_note() -> None:
     assert "MIT" in (folder / "SOURCE.md").read_text() and (folder / "LICENSE.md").is_file()
 
 
+LAYERS = ["enc.layer.0.output.dense", "enc.layer.1.output.dense", "enc.layer.2.output.dense"]
+
+
 @pytest.mark.parametrize(
     ("correct", "want"),
     [
-        ({"fp32": 30, "int8": 30, "int8-ffn": 30}, (True, False)),  # int8 as good: every layer but the head
-        ({"fp32": 30, "int8": 20, "int8-ffn": 30}, (True, True)),  # the feed-forward outputs kept float
-        ({"fp32": 30, "int8": 20, "int8-ffn": 25}, (False, False)),  # neither within 1 point: fp32
+        # int8 as good as fp32: every layer int8 but the head
+        (lambda kept: 30, (True, [])),
+        # one layer's feed-forward output in float is enough: the most helpful alone
+        (lambda kept: 30 if "enc.layer.1.output.dense" in kept else 20, (True, ["enc.layer.1.output.dense"])),
+        # two needed: the best alone first (layer 2: 25 of 30), then the next best alone (layer 0: 22)
+        (
+            lambda kept: {
+                frozenset({LAYERS[0]}): 22,
+                frozenset({LAYERS[1]}): 21,
+                frozenset({LAYERS[2]}): 25,
+                frozenset({LAYERS[2], LAYERS[0]}): 30,
+            }.get(frozenset(kept), 20),
+            (True, [LAYERS[2], LAYERS[0]]),
+        ),
+        # nothing within a point of fp32: served in fp32
+        (lambda kept: 25, (False, [])),
     ],
 )
 def test_served_form_is_chosen_on_validation(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, correct: dict[str, int], want: tuple[bool, bool]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, correct: Any, want: tuple[bool, list[str]]
 ) -> None:
-    from apps.sentiment import training
-    from apps.sentiment.classifier import FFN_OUTPUT_LAYERS, RegisteredClassifier
+    from apps.sentiment import classifier, training
+    from apps.sentiment.classifier import HEAD_LAYERS, RegisteredClassifier
 
     y = [0, 1, 2] * 10
 
     def log_proba(self: RegisteredClassifier, texts: list[str]) -> np.ndarray:
-        form = "int8-ffn" if self.quantize and FFN_OUTPUT_LAYERS[0] in self.keep_float else "int8"
-        right = correct[form if self.quantize else "fp32"]
+        right = correct(set(self.keep_float) - set(HEAD_LAYERS)) if self.quantize else 30
         labels = [t if i < right else (t + 1) % 3 for i, t in enumerate(y)]  # the first ``right`` are correct
         return np.log(np.eye(3)[labels] * 0.98 + 0.01)
 
     monkeypatch.setattr(RegisteredClassifier, "load", lambda self: self)
     monkeypatch.setattr(RegisteredClassifier, "log_proba", log_proba)
+    monkeypatch.setattr(classifier, "ffn_output_layers", lambda folder: list(LAYERS))
     manifest = {"members": [{"path": "members/0", "weight": 1.0}]}
     got = training._served_form(tmp_path, manifest, [str(i) for i in range(30)], y, log=lambda s: None)
-    assert (got["quantize"], FFN_OUTPUT_LAYERS[0] in got["keep_float"]) == want
-    assert "classifier" in got["keep_float"] and got["quantization"]["val_accuracy_fp32"] == 1.0
+    assert (got["quantize"], [k for k in got["keep_float"] if k not in HEAD_LAYERS]) == want
+    assert set(HEAD_LAYERS) <= set(got["keep_float"]) and got["quantization"]["val_accuracy_fp32"] == 1.0
+
+
+def test_feed_forward_outputs_are_named_from_the_weights(embedder_path: Path) -> None:
+    from apps.sentiment.classifier import ffn_output_layers
+
+    layers = ffn_output_layers(embedder_path)  # all-MiniLM-L6-v2: six layers, attention outputs excluded
+    assert layers == [f"encoder.layer.{i}.output.dense" for i in range(6)]
 
 
 def test_train_register_load_predict_end_to_end(tmp_path: Path, embedder_path: Path) -> None:
@@ -337,9 +361,9 @@ def test_train_chosen_recipes_register_models(tmp_path: Path, embedder_path: Pat
     student = json.loads((second / "members" / "0" / "config.json").read_text())
     assert student["num_hidden_layers"] == 2
     assert load_latest(home).name == second.name
-    assert "(+ 30 tweets" in json.loads((second / "manifest.json").read_text())["data"]["train"]  # the transfer set
+    assert "+ 30 tweets" in json.loads((second / "manifest.json").read_text())["data"]["train"]  # the transfer set
     third = train_chosen(home, data, "distill:minilm-pbtw:2:pb", **kw)  # PhraseBank alone as transfer set
-    assert "(+ 0 tweets" in json.loads((third / "manifest.json").read_text())["data"]["train"]
+    assert "tweets" not in json.loads((third / "manifest.json").read_text())["data"]["train"]
     with pytest.raises(NotFoundError, match="PhraseBank"):
         train_chosen(home, tmp_path / "nowhere", **kw)
 
