@@ -58,7 +58,7 @@ SUITE: tuple[Bench, ...] = (
                    Metric("request_p50_ms", "request of 64, p50 ms"))),
     Bench("sentiment_speed", "sentiment classifier alone (batch 64, int8)", "sentiment.py", ["--only", "speed"],
           ["--only", "speed"], metrics=(Metric("texts_per_s", "texts/s"), Metric("latency_ms_b1", "batch-1 ms"))),
-    Bench("topics", "finance topic tagging (1,915 hand-labelled tweets, test part)", "topics.py", [], [],
+    Bench("topics", "finance topic tagging (2,315 hand-labelled tweets, test part)", "topics.py", [], [],
           metrics=(Metric("topics_micro_f1", "micro-F1 (test)", "≥ 0.80", "issue #21 target"),
                    Metric("topics_cv_f1", "micro-F1 (5-fold CV, fit parts)"))),
     Bench("alerting", "sentiment alerts on replayed tweets with injected bursts", "alerting.py",
