@@ -379,9 +379,10 @@ def _served_form(folder: Path, manifest: dict[str, Any], texts: list[str], y: li
 
     reference = accuracy(False, HEAD_LAYERS)
     floor = reference - QUANTIZE_TOLERANCE
-    tried = [{"keep_float": [], "val_accuracy": round(accuracy(True, HEAD_LAYERS), 4)}]
+    int8 = accuracy(True, HEAD_LAYERS)
+    tried: list[dict[str, Any]] = [{"keep_float": [], "val_accuracy": round(int8, 4)}]
     chosen: dict[str, Any] | None = None
-    if tried[0]["val_accuracy"] >= floor:
+    if int8 >= floor:
         chosen = {"quantize": True, "keep_float": list(HEAD_LAYERS)}
     else:
         layers = ffn_output_layers(folder / manifest["members"][0]["path"])
