@@ -313,8 +313,9 @@ class RegisteredClassifier:
             "metrics": m.get("metrics", {}),
             "calibration": m.get("calibration", {}),
             "members": len(self._weights),
-            "quantize": ("int8-dynamic" if self.quantize else "none"),
+            "quantize": "int8-dynamic" if self.quantize else "none",
             "float_layers": list(self.keep_float) if self.quantize else "all",
+            "quantization": m.get("quantization", {}),
             "size": {"disk_bytes": disk, "params": m.get("params")},
         }
 

@@ -74,6 +74,12 @@ class ModelOut(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict, description="held-out scores recorded at registration")
     calibration: dict[str, Any] = Field(default_factory=dict)
     quantize: str
+    float_layers: list[str] | str = Field(
+        "all", description="layer-name suffixes kept in float when quantized (chosen on validation at registration)"
+    )
+    quantization: dict[str, Any] = Field(
+        default_factory=dict, description="how the served form was chosen: validation accuracy of each form tried"
+    )
     members: int
     size: dict[str, Any] = Field(default_factory=dict)
     topics: dict[str, Any] = Field(default_factory=dict, description="the topic tagger: method, names and its fit")

@@ -119,10 +119,12 @@ def candidate_splits(kind: str, out_dir: Path, phrasebank_dir: Path, twitter_csv
     if kind not in ("pb", "pbtw", "pbsyn"):
         raise ConfigurationError(f"splits kind {kind!r} is not pb, pbtw or pbsyn")
     twitter = twitter_csv if kind == "pbtw" else None
-    extra = [r for part in ("split", "more") for r in load_labelled_jsonl(shipped_synthetic_jsonl(part))]
-    return prepare_splits(
-        out_dir, phrasebank_dir, twitter, twitter_max_rows=TWITTER_ROWS, extra_train=extra if kind == "pbsyn" else ()
+    extra = (
+        [r for part in ("split", "more") for r in load_labelled_jsonl(shipped_synthetic_jsonl(part))]
+        if kind == "pbsyn"
+        else []
     )
+    return prepare_splits(out_dir, phrasebank_dir, twitter, twitter_max_rows=TWITTER_ROWS, extra_train=extra)
 
 
 def _train_description(counts: dict[str, int]) -> str:
