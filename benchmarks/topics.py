@@ -4,7 +4,8 @@ The served topic head (``apps/sentiment/topic_head.py``) is fitted on the ``trai
 parts exactly as the service fits it (the registered classifier's sentence vectors, the words' TF-IDF
 and the keywords of ``topics.yaml``; C and threshold by 5-fold cross-validation on those parts) and scored once on
 ``test``. The similarity tagger (MiniLM similarity to the topics' descriptions and examples) is the
-baseline: its threshold is chosen on the same fit parts.
+baseline: its threshold is chosen on the same fit parts. On ``test`` it also prints how well a second
+annotator's labels (``data/finance/topics_test_second_annotator.jsonl``) agree with the labels scored.
 
     .venv/bin/python benchmarks/topics.py [--home KGNLP_HOME] [--split test] [--ablate]
 
@@ -36,6 +37,21 @@ def _per_topic(pred: np.ndarray, gold: np.ndarray, names: list[str]) -> None:
         r = tp / max(gold[:, j].sum(), 1)
         f = 2 * p * r / (p + r) if p + r else 0.0
         print(f"{n:<22} {int(gold[:, j].sum()):>4} {p:>6.3f} {r:>6.3f} {f:>6.3f}")
+
+
+def _second_annotator_f1(held: list, names: list[str]) -> float | None:
+    """Micro-F1 of the second annotator's ``test`` labels against the labels (None: no such file)."""
+    import json
+
+    from apps.sentiment.topic_head import micro_f1
+
+    path = ROOT / "data" / "finance" / "topics_test_second_annotator.jsonl"
+    if not path.is_file():
+        return None
+    second = {r["text"]: r["topics"] for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r}
+    if any(r.text not in second for r in held):
+        raise SystemExit(f"{path} does not cover every test text")
+    return micro_f1(_matrix([second[r.text] for r in held], names), _matrix([r.topics for r in held], names))
 
 
 def _layer_vectors(clf: object, texts: list[str]) -> np.ndarray:
@@ -132,10 +148,14 @@ def main() -> int:
     best_t = max(grid, key=lambda t: micro_f1(tag_at(fit_scores, t), fit_gold))
     f1_sim = micro_f1(tag_at(held_scores, best_t), gold)
     print(f"similarity baseline: threshold {best_t:.2f} (chosen on the fit parts) -> micro-F1 {f1_sim:.3f}")
+    agreement = _second_annotator_f1(held, names) if args.split == "test" else None
+    if agreement is not None:
+        print(f"second annotator vs the labels (data/finance/SOURCE.md): micro-F1 {agreement:.3f}")
     print(f"command: .venv/bin/python benchmarks/topics.py --split {args.split}")
     print(
         f"topics_micro_f1={f1_head:.3f} topics_cv_f1={head.report['cv_micro_f1']:.3f} "
         f"similarity_micro_f1={f1_sim:.3f} fitted_on={len(fit)} n={len(held)}"
+        + (f" annotator_agreement_f1={agreement:.3f}" if agreement is not None else "")
     )
     return 0
 
