@@ -61,7 +61,10 @@ def _layer_vectors(clf: object, texts: list[str]) -> np.ndarray:
     layer's row differs a little from the head's own cross-validation; compare the rows with each other."""
     import torch
 
-    member = clf.load()._members[0]  # type: ignore[attr-defined]  # a benchmark may look inside
+    from apps.sentiment.classifier import RegisteredClassifier
+
+    # the torch form gives every layer (the served ONNX graph only the one the head reads)
+    member = RegisteredClassifier(clf.folder, runtime="torch").load()._members[0]  # type: ignore[attr-defined]
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), 64):

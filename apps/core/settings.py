@@ -304,6 +304,9 @@ class SentimentSettings(BaseModel):
     enabled: bool = True
     graph: str = Field("finance", description="graph whose companies are linked and whose peers explain alerts")
     batch_size: int = Field(64, ge=1, le=1024, description="texts per classifier forward pass")
+    runtime: Literal["auto", "onnx", "torch"] = Field(
+        "auto", description="classifier runtime; auto: ONNX Runtime where installed (~1.5x torch int8), else torch"
+    )
     topics_file: Path | None = Field(None, description="topics YAML; default data/finance/topics.yaml")
     topic_tagger: Literal["head", "similarity"] = Field(
         "head",

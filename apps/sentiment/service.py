@@ -265,7 +265,11 @@ def fit_topic_head(topics: Sequence[Any], classifier: Any, cfg: SentimentSetting
     names = [t.name for t in topics]
     matcher = KeywordMatcher([t.keywords for t in topics])
     labels_sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    fingerprint = [getattr(classifier, "name", ""), labels_sha, [t.__dict__ for t in topics], cfg.max_topics, 2]
+    # the runtime too: ONNX Runtime's and torch's int8 give slightly different vectors
+    fingerprint = [
+        getattr(classifier, "name", ""), getattr(classifier, "runtime", "torch"), labels_sha,
+        [t.__dict__ for t in topics], cfg.max_topics, 2,
+    ]  # fmt: skip
     key = hashlib.sha256(json.dumps(fingerprint, default=list).encode()).hexdigest()[:20]
     cached = Path(home) / "sentiment" / "topic_heads" / f"{key}.npz"
     if cached.is_file():
@@ -294,7 +298,9 @@ def load(settings: Settings, services: Any) -> Component:
         return Component("sentiment", "not_configured", {"hint": "needs the embedder (KGNLP_MODELS__LOAD_EMBEDDER)"})
     t0 = time.perf_counter()
     try:
-        classifier = load_latest(settings.home, batch_size=settings.sentiment.batch_size)
+        classifier = load_latest(
+            settings.home, batch_size=settings.sentiment.batch_size, runtime=settings.sentiment.runtime
+        )
     except NotFoundError as e:
         return Component("sentiment", "not_configured", {"hint": str(e)})
     services.sentiment = build_service(settings, services.embedder, services.graphs, classifier)
@@ -327,7 +333,9 @@ def open_offline(settings: Settings | None = None) -> SentimentService:
     from models.provision import ModelCache
 
     settings = settings or load_settings()
-    classifier = load_latest(settings.home, batch_size=settings.sentiment.batch_size)
+    classifier = load_latest(
+        settings.home, batch_size=settings.sentiment.batch_size, runtime=settings.sentiment.runtime
+    )
     embedder = load_sentence_embedder(ModelCache(settings.home).resolve(settings.models.embedder))
     graphs = open_graph_registry(settings, embedder)
     svc = build_service(settings, embedder, graphs, classifier)

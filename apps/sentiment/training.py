@@ -290,6 +290,8 @@ def register_model(
     """
     import numpy as np
 
+    from models.onnx_classifier import prune_cache
+
     if not run_dirs:
         raise ConfigurationError("run_dirs: need at least one trained run")
     for r in run_dirs:
@@ -324,6 +326,8 @@ def register_model(
             manifest.update(_served_form(tmp, manifest, vx, vy, log))
             atomic_write_json(tmp / MANIFEST, manifest)
         clf = RegisteredClassifier(tmp).load()
+        for member in clf._members or []:  # the forms tried on validation: only the served one stays cached
+            prune_cache(member.folder, member.graph.path if member.graph else None)
         manifest["params"] = sum(m.params for m in clf._members or [])
         t0 = time.perf_counter()
         val_lp = clf.log_proba(vx)

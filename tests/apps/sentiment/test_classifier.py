@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from apps.sentiment.classifier import LABELS, load_latest, models_dir, registered_models
+from apps.sentiment.classifier import LABELS, RegisteredClassifier, load_latest, models_dir, registered_models
 from apps.sentiment.classifier_data import (
     load_labelled_jsonl,
     load_phrasebank,
@@ -255,7 +255,7 @@ def test_served_form_is_chosen_on_validation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, correct: Any, want: tuple[bool, list[str]]
 ) -> None:
     from apps.sentiment import classifier, training
-    from apps.sentiment.classifier import HEAD_LAYERS, RegisteredClassifier
+    from apps.sentiment.classifier import HEAD_LAYERS
 
     y = [0, 1, 2] * 10
 
@@ -323,7 +323,8 @@ def test_train_register_load_predict_end_to_end(tmp_path: Path, embedder_path: P
     assert vectors.shape == (3, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     _, rev_vectors = clf.predict_with_vectors(texts[::-1])
     assert np.allclose(rev_vectors[::-1], vectors, atol=1e-5)  # returned in input order
-    member = clf.load()._members[0]  # the vector is the token mean of the layer two thirds up (4 of 6)
+    assert clf.info()["runtime"] == "onnx"  # served by ONNX Runtime; the torch form shows the layers
+    member = RegisteredClassifier(first, runtime="torch").load()._members[0]  # vector: layer 4 of 6's token mean
     assert member.vector_layer == 4
     with torch.inference_mode():
         layers = member.model(**member.tokenizer(texts[:1], return_tensors="pt"), output_hidden_states=True)
