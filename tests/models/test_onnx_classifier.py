@@ -62,6 +62,8 @@ def test_int8_graph_is_quantized_close_and_keeps_float_layers(member_folder: Pat
     # the kept feed-forward output stays a float MatMul under its module's name
     assert [n.name for n in graph.node if n.op_type == "MatMul" and "layer.0/output/dense" in n.name]
     assert not [n.name for n in graph.node if n.op_type == "MatMul" and "layer.1/output/dense" in n.name]
+    head = [n for n in graph.node if n.name.startswith("/model/classifier/")]  # the head stays float
+    assert head and not [n for n in head if "Integer" in n.op_type or "Quant" in n.op_type]
     assert float_nodes(graph, ("nothing.like.this",)) == []
     lp, vec = m.run(TEXTS)
     ref_lp, ref_vec = _member(member_folder, "onnx", quantize=False).run(TEXTS)
