@@ -21,6 +21,10 @@ temperature fit on the tweet validation split) in a scratch home, evaluated once
 splits and on PhraseBank, and ``metrics.json`` written. Candidates the previous build measured on the
 same splits (their runs gone, e.g. on a fresh machine) stay in the table and in the choice: if one of
 them beat every candidate of this run on validation, the build stops rather than ship a worse one.
+``--remeasure`` trains nothing: after a change to how the model is served (e.g. the runtime), it
+measures the shipped artefact's served form again on the same test splits and rewrites
+``metrics.json`` and the README (the choice, candidates and build figures kept; the previous served
+figures under ``remeasured.previous``).
 The last output line is a ``NAME=value`` summary.
 """
 
@@ -329,6 +333,35 @@ used only to *measure* the model, never to train or select it, and no part of it
 """
 
 
+def _choose_and_write(
+    names: list[str],
+    rows: dict[str, dict[str, Any]],
+    earlier: dict[str, dict[str, Any]],
+    results: dict[str, dict[str, Any]],
+    data: dict[str, SplitInfo],
+    splits: SplitInfo,
+    indices: dict[str, list[int]],
+    embedder: Path,
+    news_indices: dict[str, list[int]],
+) -> tuple[str, SplitInfo | None]:
+    """The candidate chosen on validation, its adapter written to ``DEFAULT_ARTEFACT`` ("" when none may ship)."""
+    shippable = [n for n in names if CANDIDATES[n]["method"]["kind"] == "lora"]
+    if not shippable:
+        print("no LoRA candidate trained: nothing shippable", flush=True)
+        return "", None
+    chosen = max(shippable, key=lambda n: (rows[n]["val_accuracy"], rows[n]["val_macro_f1"]))
+    best_val = rows[chosen]["val_accuracy"]
+    rivals = [n for n, r in earlier.items() if r["method"] == "lora" and r["val_accuracy"] > best_val]
+    if rivals:  # never ship a candidate that an earlier one beat on validation
+        print(f"{rivals} beat {chosen} on validation in an earlier build: train them too (--candidates)", flush=True)
+        return "", None
+    best_overall = max(names, key=lambda n: (rows[n]["val_accuracy"], rows[n]["val_macro_f1"]))
+    print(f"chosen on validation: {chosen} (best of all candidates: {best_overall})", flush=True)
+    with_news = data[CANDIDATES[chosen]["data"]] if CANDIDATES[chosen]["data"] != "tweets" else None
+    write_artefact(Path(results[chosen]["run_dir"]), chosen, splits, indices, embedder, with_news, news_indices)
+    return chosen, with_news
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", action="store_true", help="train/reuse every candidate, choose, write the artefact")
@@ -337,6 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--home", type=Path, default=None, help="KGNLP_HOME holding models/ (default ~/.cache/kgnlp)")
     ap.add_argument("--phrasebank", type=Path, default=PHRASEBANK)
     ap.add_argument("--max-steps", type=int, default=None, help="smoke test of the pipeline only (use another --work)")
+    ap.add_argument(
+        "--remeasure", action="store_true",
+        help="no training: measure the shipped artefact's served form again (after a serving change) and rewrite "
+        "its metrics.json and README; the choice, candidates and build figures are kept",
+    )  # fmt: skip
     args = ap.parse_args(argv)
 
     import torch
@@ -358,6 +396,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"splits: tweets {splits.counts} fingerprint={splits.fingerprint}; +news {mixed_more.counts}", flush=True)
     data = {"tweets": splits, "tweets+news": mixed, "tweets+news+more": mixed_more}
+    previous: dict[str, Any] | None = None
+    if args.remeasure:
+        previous = json.loads((DEFAULT_ARTEFACT / "metrics.json").read_text())
+        if previous.get("split_fingerprint") != splits.fingerprint:
+            print(f"the artefact's splits ({previous.get('split_fingerprint')}) are not these: rebuild with --build")
+            return 1
+        args.candidates = ""
     names = [n for n in args.candidates.split(",") if n]
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
@@ -396,22 +441,17 @@ def main(argv: list[str] | None = None) -> int:
     for n, r in earlier.items():
         print(f"{n} (measured by an earlier build, same splits): {json.dumps(r)}", flush=True)
     rows.update(earlier)
-    if not args.build:
+    if previous is not None:
+        rows, chosen = previous["candidates"], previous["chosen"]
+        with_news = data[CANDIDATES[chosen]["data"]] if CANDIDATES[chosen]["data"] != "tweets" else None
+    elif not args.build:
         return 0
-    shippable = [n for n in names if CANDIDATES[n]["method"]["kind"] == "lora"]
-    if not shippable:
-        print("no LoRA candidate trained: nothing shippable", flush=True)
-        return 1
-    chosen = max(shippable, key=lambda n: (rows[n]["val_accuracy"], rows[n]["val_macro_f1"]))
-    best_val = rows[chosen]["val_accuracy"]
-    rivals = [n for n, r in earlier.items() if r["method"] == "lora" and r["val_accuracy"] > best_val]
-    if rivals:  # never ship a candidate that an earlier one beat on validation
-        print(f"{rivals} beat {chosen} on validation in an earlier build: train them too (--candidates)", flush=True)
-        return 1
-    best_overall = max(names, key=lambda n: (rows[n]["val_accuracy"], rows[n]["val_macro_f1"]))
-    print(f"chosen on validation: {chosen} (best of all candidates: {best_overall})", flush=True)
-    with_news = data[CANDIDATES[chosen]["data"]] if CANDIDATES[chosen]["data"] != "tweets" else None
-    write_artefact(Path(results[chosen]["run_dir"]), chosen, splits, indices, embedder, with_news, news_indices)
+    else:
+        chosen, with_news = _choose_and_write(
+            names, rows, earlier, results, data, splits, indices, embedder, news_indices
+        )
+        if not chosen:
+            return 1
     size = sum(p.stat().st_size for p in DEFAULT_ARTEFACT.iterdir())
     if size > SHIPPABLE_BYTES:
         print(f"artefact is {size / 1e6:.1f} MB > 5 MB", flush=True)
@@ -441,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         "selection": "best validation accuracy among the shippable (LoRA) candidates; epochs = best validation epoch",
         "served_form": "adapter merged into all-MiniLM-L6-v2, int8 dynamic (layers kept in float: "
         + ", ".join(manifest.get("keep_float", []))
-        + "; chosen on validation), temperature-scaled",
+        + f"; chosen on validation), temperature-scaled, runtime {clf.runtime}",
         "tweet_test": {**{k: test[k] for k in ("accuracy", "macro_f1", "loss", "ece")}, "n": len(indices["test"])},
         "validation": {
             "accuracy": rows[chosen]["val_accuracy"],
@@ -470,6 +510,15 @@ def main(argv: list[str] | None = None) -> int:
             "phrasebank_50agree_accuracy>=0.80": bool(pb and pb["accuracy"] >= 0.80),
         },
     }
+    if previous is not None:  # the build's own figures stay; the served ones are new, the old ones kept beside
+        metrics.update(
+            {k: previous[k] for k in ("measured_by", "measured", "validation", "train_minutes", "build_minutes")}
+        )
+        metrics["remeasured"] = {
+            "by": COMMAND.replace("--build", "--remeasure"),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "previous": {k: previous.get(k) for k in ("served_form", "tweet_test", "phrasebank_50agree", "news_test")},
+        }
     (DEFAULT_ARTEFACT / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     numbers = [
         f"- tweet test ({metrics['tweet_test']['n']}): accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}"
