@@ -74,6 +74,7 @@ class ModelOut(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict, description="held-out scores recorded at registration")
     calibration: dict[str, Any] = Field(default_factory=dict)
     quantize: str
+    runtime: str | None = Field(None, description="what runs the classifier: onnx (ONNX Runtime) or torch")
     float_layers: list[str] | str = Field(
         "all", description="layer-name suffixes kept in float when quantized (chosen on validation at registration)"
     )

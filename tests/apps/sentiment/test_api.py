@@ -34,6 +34,7 @@ def test_model_route_gives_the_served_models_provenance(client: httpx.Client) ->
     # the served form: the head always in float; how it was chosen (a default registered before the
     # choice existed has no record, so only its shape is checked here; test_classifier checks the record)
     assert "classifier" in body["float_layers"] and isinstance(body["quantization"], dict)
+    assert body["runtime"] == "onnx"  # ONNX Runtime is a dependency: the default runtime
     assert body["recipe"] and body["licence"]  # the shipped artefact's recipe is a mapping, a trained one a name
     topics = body["topics"]
     assert topics["method"] == "head" and "earnings" in topics["names"]
