@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,7 +77,8 @@ class OnnxClassifier:
 
         Args:
             model: the float ``AutoModelForSequenceClassification``, in eval mode.
-            folder: its folder (the cache lives under it; a read-only folder exports to a temporary one).
+            folder: its folder (the cache lives under it; for a read-only folder, under the temporary
+                folder, keyed the same way).
             vector_layer: the hidden layer (0 = embeddings) whose token mean is the sentence vector.
             token_types: the model takes ``token_type_ids`` (all zeros here).
             quantize: int8 weights and activations for the ``MatMul`` layers.
@@ -96,9 +98,11 @@ class OnnxClassifier:
                 try:
                     path.parent.mkdir(exist_ok=True)
                     _export(model, path, vector_layer, token_types, quantize, keep_float)
-                except PermissionError:
-                    path = Path(tempfile.mkdtemp(prefix="kgnlp-onnx-")) / f"{key}.onnx"
-                    _export(model, path, vector_layer, token_types, quantize, keep_float)
+                except OSError:  # a read-only model folder or file system: the temporary folder's cache
+                    path = Path(tempfile.gettempdir()) / f"kgnlp-onnx-{os.getuid()}" / f"{key}.onnx"
+                    if not path.is_file():
+                        path.parent.mkdir(mode=0o700, exist_ok=True)
+                        _export(model, path, vector_layer, token_types, quantize, keep_float)
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads or torch.get_num_threads()
             options.inter_op_num_threads = 1

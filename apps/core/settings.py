@@ -305,7 +305,8 @@ class SentimentSettings(BaseModel):
     graph: str = Field("finance", description="graph whose companies are linked and whose peers explain alerts")
     batch_size: int = Field(64, ge=1, le=1024, description="texts per classifier forward pass")
     runtime: Literal["auto", "onnx", "torch"] = Field(
-        "auto", description="classifier runtime; auto: ONNX Runtime where installed (~1.5x torch int8), else torch"
+        "auto",
+        description="classifier runtime; auto: ONNX Runtime where installed (1.1-1.3x torch int8 here), else torch",
     )
     topics_file: Path | None = Field(None, description="topics YAML; default data/finance/topics.yaml")
     topic_tagger: Literal["head", "similarity"] = Field(

@@ -87,13 +87,19 @@ def test_graph_is_cached_per_form_and_survives_a_read_only_folder(
     ro = tmp_path / "ro"
     shutil.copytree(member_folder, ro, ignore=shutil.ignore_patterns(".onnx"))
 
-    def refuse(self: Path, *args: object, **kwargs: object) -> None:
-        raise PermissionError(f"read-only: {self}")
+    mkdir = Path.mkdir
 
-    monkeypatch.setattr(Path, "mkdir", refuse)  # a folder this user cannot write (tests may run as root)
+    def refuse_in_ro(self: Path, *args: object, **kwargs: object) -> None:
+        if self.is_relative_to(ro):
+            raise PermissionError(f"read-only: {self}")
+        mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", refuse_in_ro)  # a folder this user cannot write (tests may run as root)
     m = _member(ro, "onnx", quantize=True)
-    assert not (ro / ".onnx").exists() and m.graph.path.is_file()  # exported to a temporary folder instead
+    assert not (ro / ".onnx").exists() and m.graph.path.is_file()  # exported to the temporary folder instead
     assert m.run(TEXTS[:1])[0].shape == (1, 3)
+    stamp = m.graph.path.stat().st_mtime_ns
+    assert _member(ro, "onnx", quantize=True).graph.path.stat().st_mtime_ns == stamp  # and found there again
 
 
 def test_prune_cache_keeps_only_the_served_graph(member_folder: Path, tmp_path: Path) -> None:
@@ -118,3 +124,28 @@ def test_unknown_runtime_is_refused(member_folder: Path) -> None:
     with pytest.raises(ValueError, match="runtime"):
         resolve_runtime("cuda")
     assert resolve_runtime("auto") == "onnx"  # onnxruntime is installed (importorskip above)
+
+
+def test_auto_falls_back_to_torch_when_a_model_does_not_export(
+    member_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import shutil
+
+    from apps.sentiment.classifier import RegisteredClassifier
+    from kgnlp.errors import ModelUnavailableError
+    from models.onnx_classifier import OnnxClassifier
+
+    folder = tmp_path / "registered"
+    shutil.copytree(member_folder, folder / "members" / "0", ignore=shutil.ignore_patterns(".onnx"))
+    (folder / "manifest.json").write_text(json.dumps({"members": [{"path": "members/0"}], "quantize": True}))
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise ModelUnavailableError("cannot serve it with ONNX Runtime: unsupported operator")
+
+    monkeypatch.setattr(OnnxClassifier, "build", fail)
+    clf = RegisteredClassifier(folder).load()  # auto
+    assert clf.runtime == "torch" and clf.info()["runtime"] == "torch"
+    assert clf.predict(TEXTS[:2])[0].label in ("negative", "neutral", "positive")
+    with pytest.raises(ModelUnavailableError, match="ONNX Runtime"):  # asked for onnx: no silent switch
+        RegisteredClassifier(folder, runtime="onnx").load()
