@@ -273,6 +273,52 @@ def test_served_form_is_chosen_on_validation(
     assert set(HEAD_LAYERS) <= set(got["keep_float"]) and got["quantization"]["val_accuracy_fp32"] == 1.0
 
 
+def test_served_form_refuses_int8_whose_loss_is_not_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp32 and all-int8 are both right on 27 of 30 texts, but not the same 27: six labels changed, so
+    the loss's upper bound is far above a point although the accuracies are equal."""
+    from apps.sentiment import classifier, training
+    from apps.sentiment.classifier import HEAD_LAYERS
+
+    y = [0, 1, 2] * 10
+    fp32_wrong, int8_wrong = {27, 28, 29}, {0, 1, 2}
+
+    def log_proba(self: RegisteredClassifier, texts: list[str]) -> np.ndarray:
+        kept = set(self.keep_float) - set(HEAD_LAYERS)
+        wrong = int8_wrong if self.quantize and "enc.layer.2.output.dense" not in kept else fp32_wrong
+        labels = [(t + 1) % 3 if i in wrong else t for i, t in enumerate(y)]
+        return np.log(np.eye(3)[labels] * 0.98 + 0.01)
+
+    monkeypatch.setattr(RegisteredClassifier, "load", lambda self: self)
+    monkeypatch.setattr(RegisteredClassifier, "log_proba", log_proba)
+    monkeypatch.setattr(classifier, "ffn_output_layers", lambda folder: list(LAYERS))
+    manifest = {"members": [{"path": "members/0", "weight": 1.0}]}
+    got = training._served_form(tmp_path, manifest, [str(i) for i in range(30)], y, log=lambda s: None)
+    assert got["quantize"] and [k for k in got["keep_float"] if k not in HEAD_LAYERS] == ["enc.layer.2.output.dense"]
+    first = got["quantization"]["int8_tried"][0]
+    assert first["val_accuracy"] == 0.9 and first["labels_changed"] == 0.2 and first["loss_bound"] > 0.1  # refused
+    assert got["quantization"]["val_accuracy_fp32"] == 0.9
+
+
+@pytest.mark.parametrize(
+    ("b", "c", "n", "loss", "bound"),
+    [
+        (0, 0, 100, 0.0, 0.0),  # the same labels: nothing lost, nothing uncertain
+        (6, 0, 300, 0.02, 0.02 + 1.645 * np.sqrt(6 - 36 / 300) / 300),
+        (9, 9, 954, 0.0, 1.645 * np.sqrt(18) / 954),  # equal accuracy, 18 labels changed: bound 0.0073
+    ],
+)
+def test_int8_loss_bound_is_the_paired_upper_bound(b: int, c: int, n: int, loss: float, bound: float) -> None:
+    from apps.sentiment.training import int8_loss_bound
+
+    gold = np.zeros(n, dtype=int)
+    reference = np.zeros(n, dtype=int)
+    reference[b : b + c] = 1  # fp32 wrong on texts b..b+c, right elsewhere
+    pred = np.zeros(n, dtype=int)
+    pred[:b] = 2  # int8 wrong on the first b
+    got = int8_loss_bound(reference, pred, gold)
+    assert got[0] == pytest.approx(loss) and got[1] == pytest.approx(bound) and got[2] == pytest.approx((b + c) / n)
+
+
 def test_feed_forward_outputs_are_named_from_the_weights(embedder_path: Path) -> None:
     from apps.sentiment.classifier import ffn_output_layers
 
