@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,28 @@ def test_shipped_twitter_data_is_present_with_its_licence_note() -> None:
 LAYERS = ["enc.layer.0.output.dense", "enc.layer.1.output.dense", "enc.layer.2.output.dense"]
 
 
+def _choose_served_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wrong: Callable[[bool, set[str]], set[int]]
+) -> dict[str, Any]:
+    """``training._served_form`` on 30 validation texts with a fake model: ``wrong(quantize, layers kept
+    in float)`` says which texts it gets wrong."""
+    from apps.sentiment import classifier, training
+    from apps.sentiment.classifier import HEAD_LAYERS
+
+    y = [0, 1, 2] * 10
+
+    def log_proba(self: RegisteredClassifier, texts: list[str]) -> np.ndarray:
+        bad = wrong(bool(self.quantize), set(self.keep_float) - set(HEAD_LAYERS))
+        labels = [(t + 1) % 3 if i in bad else t for i, t in enumerate(y)]
+        return np.log(np.eye(3)[labels] * 0.98 + 0.01)
+
+    monkeypatch.setattr(RegisteredClassifier, "load", lambda self: self)
+    monkeypatch.setattr(RegisteredClassifier, "log_proba", log_proba)
+    monkeypatch.setattr(classifier, "ffn_output_layers", lambda folder: list(LAYERS))
+    manifest = {"members": [{"path": "members/0", "weight": 1.0}]}
+    return training._served_form(tmp_path, manifest, [str(i) for i in range(30)], y, log=lambda s: None)
+
+
 @pytest.mark.parametrize(
     ("correct", "want"),
     [
@@ -254,21 +277,12 @@ LAYERS = ["enc.layer.0.output.dense", "enc.layer.1.output.dense", "enc.layer.2.o
 def test_served_form_is_chosen_on_validation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, correct: Any, want: tuple[bool, list[str]]
 ) -> None:
-    from apps.sentiment import classifier, training
     from apps.sentiment.classifier import HEAD_LAYERS
 
-    y = [0, 1, 2] * 10
-
-    def log_proba(self: RegisteredClassifier, texts: list[str]) -> np.ndarray:
-        right = correct(set(self.keep_float) - set(HEAD_LAYERS)) if self.quantize else 30
-        labels = [t if i < right else (t + 1) % 3 for i, t in enumerate(y)]  # the first ``right`` are correct
-        return np.log(np.eye(3)[labels] * 0.98 + 0.01)
-
-    monkeypatch.setattr(RegisteredClassifier, "load", lambda self: self)
-    monkeypatch.setattr(RegisteredClassifier, "log_proba", log_proba)
-    monkeypatch.setattr(classifier, "ffn_output_layers", lambda folder: list(LAYERS))
-    manifest = {"members": [{"path": "members/0", "weight": 1.0}]}
-    got = training._served_form(tmp_path, manifest, [str(i) for i in range(30)], y, log=lambda s: None)
+    # the first ``right`` texts are correct; fp32 gets all 30
+    got = _choose_served_form(
+        tmp_path, monkeypatch, lambda quantize, kept: set(range(correct(kept) if quantize else 30, 30))
+    )
     assert (got["quantize"], [k for k in got["keep_float"] if k not in HEAD_LAYERS]) == want
     assert set(HEAD_LAYERS) <= set(got["keep_float"]) and got["quantization"]["val_accuracy_fp32"] == 1.0
 
@@ -276,23 +290,13 @@ def test_served_form_is_chosen_on_validation(
 def test_served_form_refuses_int8_whose_loss_is_not_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """fp32 and all-int8 are both right on 27 of 30 texts, but not the same 27: six labels changed, so
     the loss's upper bound is far above a point although the accuracies are equal."""
-    from apps.sentiment import classifier, training
     from apps.sentiment.classifier import HEAD_LAYERS
 
-    y = [0, 1, 2] * 10
-    fp32_wrong, int8_wrong = {27, 28, 29}, {0, 1, 2}
-
-    def log_proba(self: RegisteredClassifier, texts: list[str]) -> np.ndarray:
-        kept = set(self.keep_float) - set(HEAD_LAYERS)
-        wrong = int8_wrong if self.quantize and "enc.layer.2.output.dense" not in kept else fp32_wrong
-        labels = [(t + 1) % 3 if i in wrong else t for i, t in enumerate(y)]
-        return np.log(np.eye(3)[labels] * 0.98 + 0.01)
-
-    monkeypatch.setattr(RegisteredClassifier, "load", lambda self: self)
-    monkeypatch.setattr(RegisteredClassifier, "log_proba", log_proba)
-    monkeypatch.setattr(classifier, "ffn_output_layers", lambda folder: list(LAYERS))
-    manifest = {"members": [{"path": "members/0", "weight": 1.0}]}
-    got = training._served_form(tmp_path, manifest, [str(i) for i in range(30)], y, log=lambda s: None)
+    got = _choose_served_form(
+        tmp_path,
+        monkeypatch,
+        lambda quantize, kept: {0, 1, 2} if quantize and "enc.layer.2.output.dense" not in kept else {27, 28, 29},
+    )
     assert got["quantize"] and [k for k in got["keep_float"] if k not in HEAD_LAYERS] == ["enc.layer.2.output.dense"]
     first = got["quantization"]["int8_tried"][0]
     assert first["val_accuracy"] == 0.9 and first["labels_changed"] == 0.2 and first["loss_bound"] > 0.1  # refused
