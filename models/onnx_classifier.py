@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,9 +100,8 @@ class OnnxClassifier:
                     path.parent.mkdir(exist_ok=True)
                     _export(model, path, vector_layer, token_types, quantize, keep_float)
                 except OSError:  # a read-only model folder or file system: the temporary folder's cache
-                    path = Path(tempfile.gettempdir()) / f"kgnlp-onnx-{os.getuid()}" / f"{key}.onnx"
+                    path = _temporary_cache() / f"{key}.onnx"
                     if not path.is_file():
-                        path.parent.mkdir(mode=0o700, exist_ok=True)
                         _export(model, path, vector_layer, token_types, quantize, keep_float)
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -122,6 +122,21 @@ class OnnxClassifier:
             None, {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
         )
         return lp, vec
+
+
+def _temporary_cache() -> Path:
+    """This user's graph cache under the temporary folder, shared by restarts and workers; a fresh
+    private folder instead when that one is not a directory this user owns and only they may write
+    (the temporary folder is everyone's: a graph planted there would be served)."""
+    folder = Path(tempfile.gettempdir()) / f"kgnlp-onnx-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        st = folder.lstat()  # not following a link
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022:
+            return folder
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="kgnlp-onnx-"))
 
 
 def _cache_key(folder: Path, layer: int, token_types: bool, quantize: bool, keep_float: Sequence[str]) -> str:

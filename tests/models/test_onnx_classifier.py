@@ -102,6 +102,23 @@ def test_graph_is_cached_per_form_and_survives_a_read_only_folder(
     assert _member(ro, "onnx", quantize=True).graph.path.stat().st_mtime_ns == stamp  # and found there again
 
 
+def test_temporary_cache_is_used_only_when_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import tempfile
+
+    from models.onnx_classifier import _temporary_cache
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    shared = tmp_path / f"kgnlp-onnx-{os.getuid()}"
+    assert _temporary_cache() == shared and (shared.stat().st_mode & 0o777) == 0o700
+    shared.chmod(0o777)  # anyone may write there: never read from it
+    other = _temporary_cache()
+    assert other != shared and other.is_dir() and (other.stat().st_mode & 0o077) == 0
+    shared.rmdir()
+    shared.symlink_to(other)  # a link, even to a private folder, is not the cache
+    assert _temporary_cache() not in (shared, other)
+
+
 def test_prune_cache_keeps_only_the_served_graph(member_folder: Path, tmp_path: Path) -> None:
     import shutil
 
