@@ -267,11 +267,14 @@ def _choose_served_form(
                 frozenset({LAYERS[1]}): 21,
                 frozenset({LAYERS[2]}): 25,
                 frozenset({LAYERS[2], LAYERS[0]}): 30,
+                frozenset(LAYERS): 30,
             }.get(frozenset(kept), 20),
             (True, [LAYERS[2], LAYERS[0]]),
         ),
         # nothing within a point of fp32: served in fp32
         (lambda kept: 25, (False, [])),
+        # one layer alone would pass, but not all of them in float: fp32 (the search is not entered)
+        (lambda kept: 30 if kept == {LAYERS[1]} else 20, (False, [])),
     ],
 )
 def test_served_form_is_chosen_on_validation(
@@ -285,6 +288,22 @@ def test_served_form_is_chosen_on_validation(
     )
     assert (got["quantize"], [k for k in got["keep_float"] if k not in HEAD_LAYERS]) == want
     assert set(HEAD_LAYERS) <= set(got["keep_float"]) and got["quantization"]["val_accuracy_fp32"] == 1.0
+
+
+def test_served_form_search_stops_when_every_projection_in_float_misses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    got = _choose_served_form(tmp_path, monkeypatch, lambda quantize, kept: set(range(25, 30)) if quantize else set())
+    tried = [t["keep_float"] for t in got["quantization"]["int8_tried"]]
+    assert tried == [[], LAYERS] and not got["quantize"]
+
+
+def test_served_form_measures_each_form_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    got = _choose_served_form(
+        tmp_path, monkeypatch, lambda quantize, kept: set() if not quantize or kept == set(LAYERS) else {0, 1, 2}
+    )
+    tried = [frozenset(t["keep_float"]) for t in got["quantization"]["int8_tried"]]
+    assert len(tried) == len(set(tried)) and got["quantize"] and set(got["keep_float"]) >= set(LAYERS)
 
 
 def test_served_form_refuses_int8_whose_loss_is_not_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
