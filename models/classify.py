@@ -8,6 +8,7 @@ A classifier run directory (written by ``models.finetune``) holds ``labels.json`
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -90,8 +91,33 @@ def build_sequence_classifier(
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "dropout"):
             if hasattr(config, field):
                 setattr(config, field, dropout)
-    model = AutoModelForSequenceClassification.from_pretrained(str(path), config=config, **load_kwargs)
+    model = _with_new_head(AutoModelForSequenceClassification, path, config, load_kwargs)
     return model, tokenizer
+
+
+NEW_HEAD_PREFIXES = ("classifier.", "score.")  # the classification heads transformers adds to a backbone
+
+
+def _with_new_head(auto_class: Any, path: Path, config: Any, load_kwargs: dict[str, Any]) -> Any:
+    """``from_pretrained`` without transformers' load report when the only missing weights are the
+    new head's (it reads "MISSING ... Consider training on your downstream task" to a user of
+    ``make serve``, about a head that is trained or loaded right after); any other missing or
+    mismatched weight is still reported, as a ``kgnlp.models`` warning."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = auto_class.from_pretrained(str(path), config=config, output_loading_info=True, **load_kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+    missing = [k for k in info.get("missing_keys", ()) if not str(k).startswith(NEW_HEAD_PREFIXES)]
+    if missing or info.get("mismatched_keys"):
+        logging.getLogger("kgnlp.models").warning(
+            "%s: weights missing from the checkpoint %s, of another shape %s",
+            path, sorted(missing), info.get("mismatched_keys"),
+        )  # fmt: skip
+    return model
 
 
 class HFClassifier:

@@ -552,7 +552,7 @@ def finetune(cfg: RunConfig, resume: bool = True, log: Callable[[str], None] = p
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", epoch=epoch)
             if writer is not None and state.global_step % 10 == 0:
-                writer.add_scalar("train/loss", float(loss), state.global_step)
+                writer.add_scalar("train/loss", float(loss.detach()), state.global_step)
                 writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.global_step)
             over_time = t.max_minutes is not None and time.monotonic() - started > t.max_minutes * 60
             if isinstance(t.eval_every, int) and state.global_step % t.eval_every == 0:

@@ -20,6 +20,7 @@ import itertools
 import json
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -573,7 +574,9 @@ def build_default_from_artefact(
 
         torch.manual_seed(0)  # the fresh head is replaced by the adapter's; seeded anyway
         model, tokenizer = build_sequence_classifier(base, list(LABELS))
-        merged = peft.PeftModel.from_pretrained(model, str(artefact)).merge_and_unload()
+        with warnings.catch_warnings():  # peft reads transformers' deprecated alias: not the user's concern
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            merged = peft.PeftModel.from_pretrained(model, str(artefact)).merge_and_unload()
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise ModelUnavailableError(f"default sentiment artefact {artefact}: cannot load the adapter: {e}") from e
     with atomic_dir(run / "model") as tmp:

@@ -338,3 +338,35 @@ def test_domain_pretraining_then_lora_starts_from_the_adapted_backbone(tmp_path:
     raw["train"] = {**raw["train"], "epochs": 2}  # a resume keeps the adapted backbone
     finetune(build_config(raw), log=lines.append)
     assert any("reusing" in x for x in lines) and json.loads((run / "pretrain.json").read_text()) == record
+
+
+def test_new_head_loads_quietly_and_other_missing_weights_are_reported(
+    embedder_path: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backbone without a head gets one without transformers' "MISSING ... Consider training" table
+    (``make serve`` printed it); a weight missing from the backbone itself is still reported."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from models.classify import build_sequence_classifier
+
+    tok = AutoTokenizer.from_pretrained(str(embedder_path))
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    for name in ("whole", "holed"):
+        BertModel(cfg).save_pretrained(str(tmp_path / name))
+        tok.save_pretrained(str(tmp_path / name))
+    weights = tmp_path / "holed" / "model.safetensors"
+    tensors = load_file(str(weights))
+    hole = next(k for k in tensors if "layer.1.output.dense.weight" in k)
+    del tensors[hole]
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+
+    with caplog.at_level("WARNING", logger="kgnlp.models"):
+        model, _ = build_sequence_classifier(tmp_path / "whole", LABELS)
+        assert model.classifier.out_features == 2
+        assert "LOAD REPORT" not in capfd.readouterr().err and not caplog.records
+        build_sequence_classifier(tmp_path / "holed", LABELS)
+    assert [r.name for r in caplog.records] == ["kgnlp.models"] and "layer.1.output.dense.weight" in caplog.text
