@@ -48,6 +48,9 @@ def serve(
     for key, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
         if value is not None:
             os.environ[f"KGNLP_SERVER__{key}"] = str(value)
+    # the service logs JSON lines: a model load's progress bar ("Loading weights: 100%|...") would
+    # interleave carriage-return frames with them (read when transformers is first imported)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from apps.core.logging_setup import uvicorn_log_config
 
     settings = load_settings()

@@ -143,6 +143,8 @@ def uvicorn_log_config(settings: ObservabilitySettings) -> dict[str, Any]:
             "uvicorn": {"handlers": ["stderr"], "level": settings.log_level, "propagate": False},
             "uvicorn.error": {"level": settings.log_level},
             "uvicorn.access": {"handlers": ["stderr"], "level": settings.log_level, "propagate": False},
+            # faiss narrates its CPU-feature fallback at INFO, ModuleNotFoundError text included
+            "faiss.loader": {"level": "WARNING" if settings.log_level != "DEBUG" else "DEBUG"},
         },
         "root": {"handlers": ["stderr"], "level": settings.log_level},
     }

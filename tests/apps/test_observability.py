@@ -113,6 +113,7 @@ def test_uvicorn_log_config_writes_masked_json(tmp_path: Path) -> None:
         "logging.config.dictConfig(uvicorn_log_config(ObservabilitySettings.model_validate({})))\n"
         "logging.getLogger('uvicorn.error').info('started for ann@example.org')\n"
         "logging.getLogger('kgnlp.api').warning('order #123456')\n"
+        "logging.getLogger('faiss.loader').info('Could not load library with AVX512 support')\n"
     )
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stderr
     lines = [json.loads(x) for x in err.splitlines()]

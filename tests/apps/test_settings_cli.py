@@ -50,3 +50,21 @@ def test_cli_models_info_reports_integrity(model_home: Path) -> None:
                          timeout=60, check=True, env=env).stdout  # fmt: skip
     info = json.loads(out)
     assert info["cached"] and info["intact"] and info["license"] == "MIT"
+
+
+def test_serve_keeps_model_load_progress_bars_out_of_the_json_log(tmp_path: Path) -> None:
+    """``kgnlp serve`` logs JSON lines; transformers' "Loading weights: 100%|..." bars would break them."""
+    import os
+
+    code = (
+        "import uvicorn\n"
+        "def run(*a, **k):\n"
+        "    from transformers.utils import logging\n"
+        "    print('bars', logging.is_progress_bar_enabled())\n"
+        "uvicorn.run = run\n"
+        "from apps.cli import main; main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"} | {"KGNLP_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code, "serve"], capture_output=True, text=True, timeout=120,
+                         check=True, env=env).stdout  # fmt: skip
+    assert out.split() == ["bars", "False"]
