@@ -36,13 +36,17 @@ def train(
         "~40 min, served fp32; minilm-pb: ~7 min, served int8 and several times faster, 4 points less accurate)",
     ),
     home: Path | None = typer.Option(None, "--home", envvar="KGNLP_HOME", help="kgnlp home (default ~/.cache/kgnlp)"),
+    seed: int | None = typer.Option(
+        None, "--seed", help="training seed (head initialisation, batch order; the data split stays fixed)"
+    ),
 ) -> None:
     """Train the chosen configuration on PhraseBank (+ the shipped synthetic sentences) and register it
     (served as the newest)."""
     from apps.sentiment.training import CHOSEN, train_chosen
     from kgnlp.files import default_home
 
-    typer.echo(str(train_chosen(home or default_home(), data, config or CHOSEN)))
+    overrides = {"seed": seed} if seed is not None else None
+    typer.echo(str(train_chosen(home or default_home(), data, config or CHOSEN, train_overrides=overrides)))
 
 
 @app.command()

@@ -872,7 +872,11 @@ def train_chosen(
             "source": str(data_dir),
             "licence_note": "PhraseBank is CC BY-NC-SA 3.0: this model is for non-commercial use",
         },
-        extra={"train_minutes": round((time.monotonic() - started) / 60, 2), "recipe": recipe},
+        extra={
+            "train_minutes": round((time.monotonic() - started) / 60, 2),
+            "recipe": recipe,
+            **({"train_overrides": dict(train_overrides)} if train_overrides else {}),
+        },
         log=log,
     )
     for r in runs:

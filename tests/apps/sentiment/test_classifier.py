@@ -426,6 +426,7 @@ def test_train_chosen_recipes_register_models(tmp_path: Path, embedder_path: Pat
     first = train_chosen(home, data, "minilm-pbtw", **kw)
     man = json.loads((first / "manifest.json").read_text())
     assert man["recipe"] == "minilm-pbtw" and "PhraseBank" in man["data"]["train"]
+    assert man["train_overrides"] == {"max_steps": 2, "batch_size": 8}  # a model says how it was trained
     assert man["metrics"]["test"]["allagree_n"] > 0
     second = train_chosen(home, data, "distill:minilm-pbtw:2", **kw)
     student = json.loads((second / "members" / "0" / "config.json").read_text())
@@ -485,3 +486,18 @@ def test_token_batches_bound_padding_and_keep_every_text() -> None:
     assert batches[-1] == [82]  # a text longer than the budget alone
     assert [len(b) for b in batches] == [64, 16, 1, 1, 1]  # short texts fill whole batches
     assert token_batches([], 64, 2048) == []
+
+
+def test_cli_train_passes_the_seed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``kgnlp sentiment train --seed N`` trains with seed N (and the recipe's own seed without it)."""
+    from typer.testing import CliRunner
+
+    from apps.cli import app
+    from apps.sentiment import training
+
+    calls: list[dict[str, Any] | None] = []
+    monkeypatch.setattr(training, "train_chosen", lambda *a, train_overrides=None, **k: calls.append(train_overrides))
+    for args in (["--seed", "7"], []):
+        result = CliRunner().invoke(app, ["sentiment", "train", "--home", str(tmp_path), *args])
+        assert result.exit_code == 0, result.output
+    assert calls == [{"seed": 7}, None]
