@@ -95,7 +95,8 @@ def build_sequence_classifier(
     return model, tokenizer
 
 
-NEW_HEAD_PREFIXES = ("classifier.", "score.")  # the classification heads transformers adds to a backbone
+# the classification heads transformers adds to a backbone (DistilBERT's has a pre_classifier layer)
+NEW_HEAD_PREFIXES = ("classifier.", "pre_classifier.", "score.")
 
 
 def _with_new_head(auto_class: Any, path: Path, config: Any, load_kwargs: dict[str, Any]) -> Any:

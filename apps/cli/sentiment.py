@@ -37,7 +37,11 @@ def train(
     ),
     home: Path | None = typer.Option(None, "--home", envvar="KGNLP_HOME", help="kgnlp home (default ~/.cache/kgnlp)"),
     seed: int | None = typer.Option(
-        None, "--seed", help="training seed (head initialisation, batch order; the data split stays fixed)"
+        None,
+        "--seed",
+        min=0,
+        max=2**32 - 1,
+        help="training seed (head initialisation, batch order; the data split stays fixed)",
     ),
 ) -> None:
     """Train the chosen configuration on PhraseBank (+ the shipped synthetic sentences) and register it

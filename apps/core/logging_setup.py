@@ -144,7 +144,7 @@ def uvicorn_log_config(settings: ObservabilitySettings) -> dict[str, Any]:
             "uvicorn.error": {"level": settings.log_level},
             "uvicorn.access": {"handlers": ["stderr"], "level": settings.log_level, "propagate": False},
             # faiss narrates its CPU-feature fallback at INFO, ModuleNotFoundError text included
-            "faiss.loader": {"level": "WARNING" if settings.log_level != "DEBUG" else "DEBUG"},
+            "faiss.loader": {"level": "WARNING" if settings.log_level == "INFO" else settings.log_level},
         },
         "root": {"handlers": ["stderr"], "level": settings.log_level},
     }

@@ -394,8 +394,8 @@ def _served_form(folder: Path, manifest: dict[str, Any], texts: list[str], y: li
     feed-forward output projection in float meets the bound, mixed precision by sensitivity: each
     projection is tried alone in float, then those with the lowest bound are kept in float one by
     one until the bound is met; otherwise fp32. The search ends where it would have ended anyway when
-    all projections in float miss: the PhraseBank-trained MPNet (12 layers) tried 24 forms (~8 min)
-    to reach fp32, and now tries 2. Per-tensor int8 handles those
+    all projections in float miss: the PhraseBank-trained MPNet (12 layers) tried 24 forms (most of
+    the 8.8 min its served stage took) to reach fp32, and now tries 2. Per-tensor int8 handles those
     projections' inputs (outlier activations after GELU) worst: on the default MiniLM under torch the
     first layer's alone brought validation back from 0.824 to fp32's 0.841 at ~5% of the speed,
     where all six cost ~30%. What was tried goes into the manifest (``quantization``).

@@ -501,3 +501,5 @@ def test_cli_train_passes_the_seed(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         result = CliRunner().invoke(app, ["sentiment", "train", "--home", str(tmp_path), *args])
         assert result.exit_code == 0, result.output
     assert calls == [{"seed": 7}, None]
+    bad = CliRunner().invoke(app, ["sentiment", "train", "--home", str(tmp_path), "--seed", "-1"])
+    assert bad.exit_code == 2 and "--seed" in bad.output and calls == [{"seed": 7}, None]  # refused before training
