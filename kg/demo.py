@@ -24,7 +24,7 @@ from kg.store import Entity, GraphStore, Relation
 from kg.text import normalize_key
 from kgnlp.errors import ConfigurationError, NotFoundError
 
-__all__ = ["DATA_DIR", "DEMO_GRAPHS", "DemoGraph", "build_demo", "company_aliases"]
+__all__ = ["DATA_DIR", "DEMO_GRAPHS", "RECIPE_VERSIONS", "DemoGraph", "build_demo", "company_aliases"]
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
@@ -38,6 +38,10 @@ class DemoGraph:
     description: str
 
 
+RECIPE_VERSIONS = {"retail": 1, "finance": 2, "music": 1}
+"""Bumped when a recipe builds a different graph from the same files (finance 2: market indices own
+"Dow" and "Nasdaq"): ``kgnlp kg build-demo`` rebuilds a graph an older version built."""
+
 DEMO_GRAPHS: dict[str, DemoGraph] = {
     "retail": DemoGraph(
         "retail",
@@ -47,7 +51,8 @@ DEMO_GRAPHS: dict[str, DemoGraph] = {
     "finance": DemoGraph(
         "finance",
         True,
-        "S&P 500 companies, tickers, GICS sectors and sub-industries, HQ cities/states, peers by sub-industry",
+        "S&P 500 companies, tickers, GICS sectors and sub-industries, HQ cities/states, peers by sub-industry, "
+        "market indices",
     ),
     "music": DemoGraph(
         "music",
@@ -62,6 +67,24 @@ _SUFFIX = re.compile(
     r"holdings?|group|n\.v\.|s\.a\.|ag|se|the)$",
     re.IGNORECASE,
 )
+
+
+# US market indices: headlines name them by words that are also short names of listed companies
+# ("the Dow" is the index far more often than Dow Inc.). They are entities of their own, and those
+# words are theirs alone: a company keeps its full name ("Dow Inc."), ticker and cashtag.
+_MARKET_INDICES = (
+    (
+        "dow_jones",
+        "Dow Jones Industrial Average",
+        ("Dow Jones", "Dow", "DJIA"),
+        "price-weighted index of 30 US blue chips",
+    ),
+    ("nasdaq_composite", "Nasdaq Composite", ("Nasdaq",), "index of the stocks listed on the Nasdaq exchange"),
+    ("sp_500", "S&P 500", ("S&P500", "SPX"), "index of 500 large US companies"),
+)
+# suffix-stripped short names that are ordinary headline words, never the company alone
+# ("News Highlights: Top Energy News" is not News Corp)
+_NOT_A_NAME_ALONE = frozenset({"news"})
 
 
 def _slug(text: str) -> str:
@@ -87,7 +110,7 @@ def company_aliases(name: str, ticker: str) -> list[str]:
         base = _SUFFIX.sub("", base).strip().rstrip(",")
         base = re.sub(r"^the\s+", "", base, flags=re.IGNORECASE)
     for v in (re.sub(r"\s*\(.*?\)\s*", " ", name).strip(), base):
-        if v and normalize_key(v) != normalize_key(name) and v not in out:
+        if v and normalize_key(v) != normalize_key(name) and v not in out and normalize_key(v) not in _NOT_A_NAME_ALONE:
             out.append(v)
     return out
 
@@ -143,6 +166,16 @@ def _finance(src: Path) -> tuple[list[Entity], list[Relation]]:
                 stid = f"region:{_slug(state)}"
                 ents.setdefault(stid, Entity(stid, "Region", state, source=source))
                 rels.append(Relation(cityid, "LOCATED_IN", stid, source=source))
+    index_keys = set()
+    for slug, name, aliases, what in _MARKET_INDICES:
+        iid = f"index:{slug}"
+        ents[iid] = Entity(
+            iid, "MarketIndex", name, aliases=list(aliases), description=f"{name}: {what}.", source="kgnlp"
+        )
+        index_keys |= {normalize_key(a) for a in (name, *aliases)}
+    for e in ents.values():
+        if e.type == "Company":
+            e.aliases[:] = [a for a in e.aliases if a == e.attributes["ticker"] or normalize_key(a) not in index_keys]
     for members in by_sub.values():
         members.sort()
         for i, a in enumerate(members):

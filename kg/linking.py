@@ -50,6 +50,9 @@ _STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 _CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z][A-Za-z0-9]{0,5}(?:[.\-][A-Za-z])?)\b")
 _SYMBOL = re.compile(r"(?<![\w$])([A-Z][A-Z0-9]{1,5}(?:\.[A-Z])?)(?![\w])")
 _WORD = re.compile(r"\S+")
+# "NASDAQ:SBGI", "ETR:CEV": a name or symbol right before a colon and a ticker is the exchange the
+# ticker trades on, not a mention of a company of that name (the ticker itself is still linked)
+_EXCHANGE_PREFIX = re.compile(r":[A-Z][A-Z0-9]{0,5}(?:\.[A-Z]{1,2})?\b")
 # short upper-case symbols that are ordinary words: linked only as cashtags
 _SYMBOL_WORDS_TEXT = "A ALL AN ARE BE CAN DO FOR GO HAS IT KEY NOW ON OR SO TV US WELL ONE BIG LOW HD CAT "
 _SYMBOL_WORDS = frozenset(_SYMBOL_WORDS_TEXT.split())
@@ -285,7 +288,7 @@ class Linker:
         for m in _SYMBOL.finditer(text):
             sym = m.group(1)
             ids = self._by_symbol.get(sym)
-            if ids and sym not in _SYMBOL_WORDS:
+            if ids and sym not in _SYMBOL_WORDS and not _EXCHANGE_PREFIX.match(text, m.end()):
                 spans.append((m.start(), m.end(), ids, 0.9, "symbol"))
         norm, offs = normalize_with_offsets(text)
         if self._keys:
@@ -298,6 +301,8 @@ class Linker:
                 surface = text[o_start:o_end]
                 if len(key) <= 3 and surface.islower():
                     continue  # short aliases ("hp", "ge") only when capitalised
+                if _EXCHANGE_PREFIX.match(text, o_end):
+                    continue
                 # a lower-case single word is often an ordinary word ("target", "visa")
                 score = LOWERCASE_WORD_SCORE if " " not in key and surface.islower() else 1.0
                 spans.append((o_start, o_end, self._by_key[key], score, "alias"))
@@ -366,10 +371,13 @@ class Linker:
         # of a headline have no candidate left and skip the scan (same result, fewer comparisons)
         slack = 1.0 - (self.fuzzy_threshold or 0.0) / 100.0
         differ = np.bitwise_count(masks ^ _char_mask(key))
-        near = np.flatnonzero(differ <= slack * (len(key) + lengths) + 1e-9)
+        near = [keys[i] for i in np.flatnonzero(differ <= slack * (len(key) + lengths) + 1e-9)]
+        # a plural or singular is another word, not a misspelling ("Targets" is not Target, "Water" not
+        # Waters), and misspellings keep the first letter: "News Corporation" is not Loews Corporation
+        near = [k for k in near if k[0] == key[0] and k != key + "s" and key != k + "s"]
         hit = None
-        if len(near):
-            hit = process.extractOne(key, [keys[i] for i in near], scorer=fuzz.ratio, score_cutoff=self.fuzzy_threshold)
+        if near:
+            hit = process.extractOne(key, near, scorer=fuzz.ratio, score_cutoff=self.fuzzy_threshold)
         best = hit[0] if hit else None
         if len(self._fuzzy_cache) >= _FUZZY_CACHE_SIZE:
             self._fuzzy_cache.clear()

@@ -84,24 +84,47 @@ def build_demo_cmd(
     force: Annotated[bool, typer.Option(help="rebuild from scratch even if built")] = False,
     home: Home = None,
 ) -> None:
-    """Build a demo graph (skipped when already built, unless --force)."""
-    from kg.demo import DEMO_GRAPHS, build_demo
+    """Build a demo graph (skipped when this recipe version built it already, unless --force).
+
+    An embedded graph an older recipe built is updated in place (its entities and relations
+    replaced or added; one atomic write); ``--force`` starts from an empty graph instead.
+    """
+    from kg.demo import DEMO_GRAPHS, RECIPE_VERSIONS, build_demo
     from kg.registry import GraphRegistry
+    from kgnlp.files import atomic_write_json
 
     if name not in DEMO_GRAPHS:
         raise _fail(ValueError(f"demo graph must be one of {sorted(DEMO_GRAPHS)}, got {name!r}"))
     root = _root(home)
+    version = RECIPE_VERSIONS[name]
     try:
         with GraphRegistry(root) as reg:
+            marker = reg.path(name) / DEMO_MARKER
+            embedded = reg.backend != "neo4j"
             if reg.exists(name) and not force and reg.get(name).stats().entities > 0:
-                typer.echo(f"graph {name!r} already built at {reg.path(name)} (use --force)")
-                return
+                if not embedded or _recipe_version(marker) == version:
+                    typer.echo(f"graph {name!r} already built at {reg.path(name)} (use --force)")
+                    return
+                typer.echo(f"graph {name!r} was built by an earlier recipe: updating it to version {version}")
             if force:
                 shutil.rmtree(reg.path(name), ignore_errors=True)
             info = build_demo(name, reg.get(name, create=True), source)
+            if embedded:
+                atomic_write_json(marker, {"graph": name, "recipe_version": version})
     except KgnlpError as e:
         raise _fail(e) from e
-    typer.echo(json.dumps(info))
+    typer.echo(json.dumps({**info, "recipe_version": version}))
+
+
+DEMO_MARKER = "demo.json"
+"""In an embedded demo graph's folder: the recipe version that built it."""
+
+
+def _recipe_version(marker: Path) -> int | None:
+    try:
+        return int(json.loads(marker.read_text())["recipe_version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @app.command()

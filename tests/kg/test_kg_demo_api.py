@@ -143,6 +143,23 @@ def test_cli_build_ingest_query(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["build-demo", "finance", *home])
     assert "already built" in r.output
+    # a graph an earlier recipe built (no marker, or an older version) is updated in place, once
+    marker = tmp_path / "graphs" / "finance" / "demo.json"
+    marker.write_text('{"graph": "finance", "recipe_version": 1}')
+    with GraphRegistry(tmp_path / "graphs") as reg:  # what recipe 1 wrote: Dow Inc. named "Dow"
+        store = reg.get("finance")
+        store.delete_entity("index:dow_jones")
+        old = store.get("company:DOW")
+        old.aliases[:] = ["DOW", "Dow"]
+        store.upsert([old])
+    r = runner.invoke(app, ["build-demo", "finance", *home])
+    assert r.exit_code == 0 and "updating it to version 2" in r.output, r.output
+    with GraphRegistry(tmp_path / "graphs") as reg:
+        assert reg.get("finance").get("company:DOW").aliases == ["DOW"]
+        assert reg.get("finance").get("index:dow_jones").aliases[:2] == ["Dow Jones", "Dow"]
+    assert runner.invoke(app, ["build-demo", "finance", *home]).output.startswith("graph 'finance' already built")
+    marker.unlink()
+    assert "updating it" in runner.invoke(app, ["build-demo", "finance", *home]).output
     r = runner.invoke(app, ["link", "Is $NVDA doing better than AMD?", "--graph", "finance", *home])
     assert "company:NVDA" in r.output and "company:AMD" in r.output
     r = runner.invoke(app, ["search", "nvidia", "--graph", "finance", *home])

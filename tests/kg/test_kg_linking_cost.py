@@ -159,8 +159,46 @@ def test_fuzzy_prefilter_finds_what_a_full_scan_finds(finance: GraphStore) -> No
     assert len(queries) > 10_000
     found = 0
     for q in queries:
-        full = process.extractOne(q, lk._keys, scorer=fuzz.ratio, score_cutoff=lk.fuzzy_threshold)
+        words = [k for k in lk._keys if k[0] == q[0] and k != q + "s" and q != k + "s"]  # a misspelling's rules
+        full = process.extractOne(q, words, scorer=fuzz.ratio, score_cutoff=lk.fuzzy_threshold)
         got = lk._fuzzy_match(q)
         assert got == (full[0] if full else None), q
         found += got is not None
     assert found > len(lk._keys)  # the typos are found: the test compares real matches, not only misses
+
+
+def test_headline_words_that_are_not_the_company(finance: GraphStore) -> None:
+    """Market indices, exchange prefixes, plurals and first letters: the false company links that the
+    shipped tweets showed most ("The Dow is up", "NASDAQ:SBGI", "Top Energy News", "Price Targets")."""
+    lk = Linker.from_store(finance)
+
+    def linked(text: str) -> list[tuple[str, str]]:
+        return [(m.surface, m.entity_id) for m in lk.link(text) if m.entity_type in ("Company", "MarketIndex")]
+
+    assert linked("The Dow is up 13% and the Nasdaq hits a record") == [
+        ("Dow", "index:dow_jones"),
+        ("Nasdaq", "index:nasdaq_composite"),
+    ]
+    assert linked("Dow Inc. and Nasdaq, Inc. report; $DOW $NDAQ") == [
+        ("Dow Inc", "company:DOW"),
+        ("Nasdaq, Inc", "company:NDAQ"),
+        ("$DOW", "company:DOW"),
+        ("$NDAQ", "company:NDAQ"),
+    ]
+    # the exchange before a ticker is not a company; the ticker is
+    assert linked("Is Sinclair (NASDAQ:SBGI) a buy? Goldman (NYSE:GS) thinks so") == [("GS", "company:GS")]
+    assert linked("News Highlights : Top Energy News of the Day") == []
+    assert linked("News Corp shares rise") == [("News Corp", "company:NWS")]
+    assert linked("Analysts lift their Price Targets") == []  # a plural is another word, not a typo
+    assert linked("Shares of Caterpilar and Microsft rise") == [
+        ("Caterpilar", "company:CAT"),
+        ("Microsft", "company:MSFT"),
+    ]
+    assert linked("News Corporation (NWS) is a buy") == [("NWS", "company:NWS")]  # not Loews Corporation
+
+
+def test_market_indices_are_entities_of_the_finance_graph(finance: GraphStore) -> None:
+    dow = finance.get("index:dow_jones")
+    assert dow.type == "MarketIndex" and "Dow" in dow.aliases
+    company = finance.get("company:DOW")
+    assert company.aliases == ["DOW"] and company.name == "Dow Inc."
