@@ -303,6 +303,8 @@ class Linker:
                     continue  # short aliases ("hp", "ge") only when capitalised
                 if _EXCHANGE_PREFIX.match(text, o_end):
                     continue
+                if surface in self._by_symbol and surface not in _SYMBOL_WORDS:
+                    continue  # "DOW" is Dow Inc.'s ticker (the symbol rule), not the word alias "Dow" (the index)
                 # a lower-case single word is often an ordinary word ("target", "visa")
                 score = LOWERCASE_WORD_SCORE if " " not in key and surface.islower() else 1.0
                 spans.append((o_start, o_end, self._by_key[key], score, "alias"))

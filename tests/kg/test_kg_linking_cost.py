@@ -179,6 +179,7 @@ def test_headline_words_that_are_not_the_company(finance: GraphStore) -> None:
         ("Dow", "index:dow_jones"),
         ("Nasdaq", "index:nasdaq_composite"),
     ]
+    assert linked("Selling my DOW stock; DOW JONES FALLS") == [("DOW", "company:DOW"), ("DOW JONES", "index:dow_jones")]
     assert linked("Dow Inc. and Nasdaq, Inc. report; $DOW $NDAQ") == [
         ("Dow Inc", "company:DOW"),
         ("Nasdaq, Inc", "company:NDAQ"),
