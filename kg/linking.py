@@ -189,8 +189,9 @@ class Linker:
         if self._by_key:
             self._automaton.make_automaton()
         self._keys = list(self._by_key)
-        # n-gram key length -> (alias keys a fuzzy match may have, their character masks, their lengths)
-        self._len_cache: dict[int, tuple[list[str], np.ndarray, np.ndarray]] = {}
+        # (n-gram key length, first letter) -> (alias keys a fuzzy match may have, their character
+        # masks, their lengths)
+        self._len_cache: dict[tuple[int, str], tuple[list[str], np.ndarray, np.ndarray]] = {}
         self._emb_cache: dict[str, np.ndarray] = {}
         self._fuzzy_cache: dict[str, str | None] = {}  # n-gram key -> best alias key (None: no match)
 
@@ -367,16 +368,15 @@ class Linker:
 
         if key in self._fuzzy_cache:
             return self._fuzzy_cache[key]
-        keys, masks, lengths = self._similar_length(len(key))
+        keys, masks, lengths = self._similar_length(len(key), key[0])
         # a character in one key and not the other costs at least one insertion or deletion, so
         # keys differing in more characters than the threshold allows cannot match: most n-grams
         # of a headline have no candidate left and skip the scan (same result, fewer comparisons)
         slack = 1.0 - (self.fuzzy_threshold or 0.0) / 100.0
         differ = np.bitwise_count(masks ^ _char_mask(key))
         near = [keys[i] for i in np.flatnonzero(differ <= slack * (len(key) + lengths) + 1e-9)]
-        # a plural or singular is another word, not a misspelling ("Targets" is not Target, "Water" not
-        # Waters), and misspellings keep the first letter: "News Corporation" is not Loews Corporation
-        near = [k for k in near if k[0] == key[0] and k != key + "s" and key != k + "s"]
+        # a plural or singular is another word, not a misspelling: "Targets" is not Target, "Water" not Waters
+        near = [k for k in near if k != key + "s" and key != k + "s"]
         hit = None
         if near:
             hit = process.extractOne(key, near, scorer=fuzz.ratio, score_cutoff=self.fuzzy_threshold)
@@ -386,18 +386,20 @@ class Linker:
         self._fuzzy_cache[key] = best
         return best
 
-    def _similar_length(self, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Alias keys (in dictionary order) whose length allows a ratio >= the threshold with a
-        length-``n`` key, with their character masks and lengths."""
-        found = self._len_cache.get(n)
+    def _similar_length(self, n: int, first: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Alias keys (in dictionary order) starting with ``first`` whose length allows a ratio >= the
+        threshold with a length-``n`` key, with their character masks and lengths. Misspellings keep
+        the first letter ("News Corporation" is not Loews Corporation), which also leaves a
+        twentieth of the keys to compare."""
+        found = self._len_cache.get((n, first))
         if found is None:
             # ratio = 100 * (1 - indel / (n + m)) and indel >= |n - m|
             slack = 1.0 - (self.fuzzy_threshold or 0.0) / 100.0
-            keys = [k for k in self._keys if abs(n - len(k)) <= slack * (n + len(k)) + 1e-9]
+            keys = [k for k in self._keys if k[0] == first and abs(n - len(k)) <= slack * (n + len(k)) + 1e-9]
             masks = np.array([_char_mask(k) for k in keys], dtype=np.uint64)
             found = (keys, masks, np.array([len(k) for k in keys], dtype=np.float64))
             if len(self._len_cache) < _FUZZY_CACHE_SIZE:
-                self._len_cache[n] = found
+                self._len_cache[n, first] = found
         return found
 
     def _context(self, text: str, start: int, end: int) -> str:
