@@ -389,8 +389,8 @@ class Linker:
     def _similar_length(self, n: int, first: str) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Alias keys (in dictionary order) starting with ``first`` whose length allows a ratio >= the
         threshold with a length-``n`` key, with their character masks and lengths. Misspellings keep
-        the first letter ("News Corporation" is not Loews Corporation), which also leaves a
-        twentieth of the keys to compare."""
+        the first letter ("News Corporation" is not Loews Corporation), which also leaves only
+        that letter's keys to compare."""
         found = self._len_cache.get((n, first))
         if found is None:
             # ratio = 100 * (1 - indel / (n + m)) and indel >= |n - m|

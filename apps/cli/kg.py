@@ -75,6 +75,10 @@ def ingest(
     )
 
 
+DEMO_MARKER = "demo.json"
+"""In an embedded demo graph's folder: the recipe version that built it."""
+
+
 @app.command("build-demo")
 def build_demo_cmd(
     name: Annotated[str, typer.Argument(help="retail | finance | music")],
@@ -114,10 +118,6 @@ def build_demo_cmd(
     except KgnlpError as e:
         raise _fail(e) from e
     typer.echo(json.dumps({**info, "recipe_version": version}))
-
-
-DEMO_MARKER = "demo.json"
-"""In an embedded demo graph's folder: the recipe version that built it."""
 
 
 def _recipe_version(marker: Path) -> int | None:
